@@ -1,0 +1,18 @@
+//! Cross-cutting glue shared by the `data` and `recommendation` agents.
+//!
+//! Everything here is plumbing both services need in exactly the same shape (settings, telemetry, health probes,
+//! FastAPI-compatible error bodies, the HTTP server with graceful drain, trace-header propagation, API docs).
+//! Service logic never lives here.
+
+pub mod config;
+pub mod docs;
+pub mod errors;
+pub mod health;
+pub mod healthcheck;
+pub mod http_client;
+pub mod middleware;
+pub mod propagation;
+pub mod server;
+pub mod shutdown;
+pub mod telemetry;
+pub mod validation;

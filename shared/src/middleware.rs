@@ -1,0 +1,85 @@
+//! The layers every agent router gets: request id, one tracing span per request, panic containment, and
+//! FastAPI-shaped 404/405 fallbacks.
+
+use std::time::Duration;
+
+use axum::{
+    Router,
+    body::Body,
+    extract::MatchedPath,
+    http::{Request, Response, StatusCode},
+};
+use tower_http::{
+    catch_panic::CatchPanicLayer,
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    trace::TraceLayer,
+};
+use tracing::{Span, field::Empty};
+
+use crate::{errors, propagation::REQUEST_ID};
+
+/// Routes that probes and scrapers hit every few seconds; logged at debug so they do not flood the logs.
+const QUIET_ROUTES: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+
+/// Wraps a service router with the shared fallbacks and layers. Apply last, after every route is added.
+pub fn apply(router: Router) -> Router {
+    router
+        .fallback(errors::not_found)
+        .method_not_allowed_fallback(errors::method_not_allowed)
+        // Innermost first: a panic becomes a 500 JSON answer that is still traced and still carries the id.
+        .layer(CatchPanicLayer::custom(|_panic| {
+            errors::json_error(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
+        }))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(axum::middleware::from_fn(mark_quiet_responses))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_request(())
+                .on_response(log_response)
+                .on_failure(()),
+        )
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+/// Marks a response to a quiet route, so the response log line can pick its level without the request at hand.
+#[derive(Debug, Clone, Copy)]
+struct QuietRoute;
+
+fn matched_route(req: &Request<Body>) -> &str {
+    req.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str)
+}
+
+async fn mark_quiet_responses(req: Request<Body>, next: axum::middleware::Next) -> Response<Body> {
+    let quiet = QUIET_ROUTES.contains(&matched_route(&req));
+    let mut res = next.run(req).await;
+    if quiet {
+        res.extensions_mut().insert(QuietRoute);
+    }
+    res
+}
+
+fn request_span(req: &Request<Body>) -> Span {
+    let route = matched_route(req);
+    let request_id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if QUIET_ROUTES.contains(&route) {
+        tracing::debug_span!("request", method = %req.method(), route, request_id, status = Empty, latency_ms = Empty)
+    } else {
+        tracing::info_span!("request", method = %req.method(), route, request_id, status = Empty, latency_ms = Empty)
+    }
+}
+
+fn log_response(res: &Response<Body>, latency: Duration, span: &Span) {
+    let status = res.status().as_u16();
+    // Microsecond resolution is plenty and keeps log lines short.
+    let latency_ms = latency.as_micros() as f64 / 1000.0;
+    span.record("status", status);
+    span.record("latency_ms", latency_ms);
+    if res.extensions().get::<QuietRoute>().is_some() {
+        tracing::debug!(status, latency_ms, "request completed");
+    } else if res.status().is_server_error() {
+        tracing::warn!(status, latency_ms, "request completed");
+    } else {
+        tracing::info!(status, latency_ms, "request completed");
+    }
+}

@@ -1,0 +1,163 @@
+//! Request validation with FastAPI's 422 body: `{"detail":[{"type","loc","msg","input","ctx"?}]}`.
+//!
+//! Messages and type codes follow pydantic v2 (what FastAPI 0.115 uses), so a client that branches on them keeps
+//! working against these agents.
+
+use std::ops::RangeInclusive;
+
+use axum::{
+    Json,
+    extract::FromRequestParts,
+    http::{StatusCode, request::Parts},
+    response::{IntoResponse, Response},
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use utoipa::ToSchema;
+
+/// One problem with one input, located FastAPI-style (`["query", "limit"]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ValidationIssue {
+    /// Machine-readable code such as `int_parsing` or `greater_than_equal`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Where the input was: source (`query`, `path`, `body`) then name.
+    pub loc: Vec<String>,
+    /// What is wrong, for people.
+    pub msg: String,
+    /// The rejected input as received.
+    pub input: Value,
+    /// The constraint that failed, e.g. `{"ge": 1}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ctx: Option<Value>,
+}
+
+/// A 422 answer listing every problem found in the request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"detail": [{"type": "int_parsing", "loc": ["query", "limit"],
+    "msg": "Input should be a valid integer, unable to parse string as an integer", "input": "ten"}]}))]
+pub struct ValidationErrorBody {
+    /// The problems, in the order the inputs were checked.
+    pub detail: Vec<ValidationIssue>,
+}
+
+impl IntoResponse for ValidationErrorBody {
+    fn into_response(self) -> Response {
+        (StatusCode::UNPROCESSABLE_ENTITY, Json(self)).into_response()
+    }
+}
+
+/// The raw query string as name/value pairs, decoded once; typed getters report FastAPI-shaped issues.
+///
+/// Unknown parameters are ignored and the last of repeated ones wins, as FastAPI does for scalar parameters.
+#[derive(Debug, Clone, Default)]
+pub struct QueryParams {
+    pairs: Vec<(String, String)>,
+}
+
+impl QueryParams {
+    /// Decodes a raw query string (without the `?`).
+    pub fn parse(raw: &str) -> Self {
+        Self { pairs: form_urlencoded::parse(raw.as_bytes()).into_owned().collect() }
+    }
+
+    /// The last value given for `name`, if any.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.pairs.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// An optional integer parameter that must lie within `range`.
+    pub fn optional_int(&self, name: &str, range: RangeInclusive<i64>) -> Result<Option<i64>, Box<ValidationIssue>> {
+        let Some(raw) = self.get(name) else { return Ok(None) };
+        let loc = vec!["query".to_owned(), name.to_owned()];
+        let issue = |kind: &str, msg: String, ctx: Option<Value>| {
+            Box::new(ValidationIssue {
+                kind: kind.to_owned(),
+                loc: loc.clone(),
+                msg,
+                input: Value::String(raw.to_owned()),
+                ctx,
+            })
+        };
+        let below = || {
+            let ge = *range.start();
+            issue(
+                "greater_than_equal",
+                format!("Input should be greater than or equal to {ge}"),
+                Some(json!({"ge": ge})),
+            )
+        };
+        let above = || {
+            let le = *range.end();
+            issue("less_than_equal", format!("Input should be less than or equal to {le}"), Some(json!({"le": le})))
+        };
+        let value = match raw.trim().parse::<i64>() {
+            Ok(value) => value,
+            // Digits that overflow are still an integer, just out of range, which is what pydantic reports.
+            Err(e) if matches!(e.kind(), std::num::IntErrorKind::PosOverflow) => return Err(above()),
+            Err(e) if matches!(e.kind(), std::num::IntErrorKind::NegOverflow) => return Err(below()),
+            Err(_) => {
+                return Err(issue(
+                    "int_parsing",
+                    "Input should be a valid integer, unable to parse string as an integer".to_owned(),
+                    None,
+                ));
+            }
+        };
+        if value < *range.start() {
+            Err(below())
+        } else if value > *range.end() {
+            Err(above())
+        } else {
+            Ok(Some(value))
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self::parse(parts.uri.query().unwrap_or_default()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absent_parameter_is_none() {
+        assert_eq!(QueryParams::parse("other=1").optional_int("limit", 1..=100), Ok(None));
+    }
+
+    #[test]
+    fn last_repeated_value_wins() {
+        assert_eq!(QueryParams::parse("limit=1&limit=7").optional_int("limit", 1..=100), Ok(Some(7)));
+    }
+
+    #[test]
+    fn non_integer_reports_int_parsing_with_input() {
+        let issue = QueryParams::parse("limit=ten").optional_int("limit", 1..=100).unwrap_err();
+        assert_eq!(
+            serde_json::to_value(issue).unwrap(),
+            json!({"type": "int_parsing", "loc": ["query", "limit"],
+                   "msg": "Input should be a valid integer, unable to parse string as an integer", "input": "ten"})
+        );
+    }
+
+    #[test]
+    fn out_of_range_reports_the_bound_in_ctx() {
+        let low = QueryParams::parse("limit=0").optional_int("limit", 1..=100).unwrap_err();
+        assert_eq!((low.kind.as_str(), low.ctx), ("greater_than_equal", Some(json!({"ge": 1}))));
+        let high = QueryParams::parse("limit=101").optional_int("limit", 1..=100).unwrap_err();
+        assert_eq!((high.kind.as_str(), high.ctx), ("less_than_equal", Some(json!({"le": 100}))));
+        let huge = QueryParams::parse("limit=99999999999999999999").optional_int("limit", 1..=100).unwrap_err();
+        assert_eq!(huge.kind, "less_than_equal");
+    }
+
+    #[test]
+    fn percent_encoded_values_are_decoded() {
+        assert_eq!(QueryParams::parse("limit=%35").optional_int("limit", 1..=100), Ok(Some(5)));
+    }
+}
