@@ -1,0 +1,92 @@
+//! Route tests for the data agent, driven in-process with `oneshot`.
+
+use axum::{
+    Router,
+    body::{Body, to_bytes},
+    http::{Method, Request, StatusCode},
+};
+use data::{AppState, Config, router};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+fn app() -> (Router, AppState) {
+    let state = AppState::new(&Config::for_tests());
+    (router(state.clone()), state)
+}
+
+async fn call(app: Router, method: Method, uri: &str) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+    let response = app.oneshot(Request::builder().method(method).uri(uri).body(Body::empty()).unwrap()).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = to_bytes(response.into_body(), usize::MAX).await.unwrap().to_vec();
+    (status, headers, body)
+}
+
+#[tokio::test]
+async fn data_answers_the_original_contract_byte_for_byte() {
+    let (status, headers, body) = call(app().0, Method::GET, "/data").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["content-type"], "application/json");
+    assert_eq!(body, br#"{"processed_data":"some_insights"}"#);
+}
+
+#[tokio::test]
+async fn unknown_path_is_404_in_fastapi_shape() {
+    let (status, headers, body) = call(app().0, Method::GET, "/nope").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(headers["content-type"], "application/json");
+    assert_eq!(body, br#"{"detail":"Not Found"}"#);
+}
+
+#[tokio::test]
+async fn wrong_method_is_405_in_fastapi_shape() {
+    let (status, _, body) = call(app().0, Method::POST, "/data").await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(body, br#"{"detail":"Method Not Allowed"}"#);
+}
+
+#[tokio::test]
+async fn request_id_is_generated_when_absent_and_echoed_when_given() {
+    let (_, headers, _) = call(app().0, Method::GET, "/data").await;
+    assert!(!headers["x-request-id"].is_empty());
+
+    let response = app()
+        .0
+        .oneshot(Request::get("/nope").header("x-request-id", "abc-123").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-request-id"], "abc-123");
+}
+
+#[tokio::test]
+async fn readiness_fails_while_draining_but_liveness_holds() {
+    let (app, state) = app();
+    assert_eq!(call(app.clone(), Method::GET, "/readyz").await.0, StatusCode::OK);
+    state.health().start_draining();
+    let (status, _, body) = call(app.clone(), Method::GET, "/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(serde_json::from_slice::<Value>(&body).unwrap()["status"], "draining");
+    assert_eq!(call(app, Method::GET, "/healthz").await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn openapi_is_3_1_and_lists_every_route() {
+    let (status, _, body) = call(app().0, Method::GET, "/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    let spec: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(spec["openapi"], "3.1.0");
+    for path in ["/data", "/healthz", "/readyz"] {
+        assert!(spec["paths"][path]["get"].is_object(), "{path} missing from the spec");
+    }
+    assert_eq!(spec["components"]["schemas"]["DataBody"]["properties"]["processed_data"]["type"], json!("string"));
+}
+
+#[tokio::test]
+async fn swagger_ui_is_served_from_the_binary() {
+    let (status, headers, body) = call(app().0, Method::GET, "/docs/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(String::from_utf8_lossy(&body).contains("swagger"));
+    let (status, _, _) = call(app().0, Method::GET, "/docs/swagger-ui-bundle.js").await;
+    assert_eq!(status, StatusCode::OK);
+}

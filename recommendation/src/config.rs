@@ -1,0 +1,212 @@
+//! The recommendation agent's settings, read once at startup from flags and environment.
+
+use std::{fmt, time::Duration};
+
+use clap::{Args, Parser, ValueEnum};
+use shared::config::{ServerArgs, Subcommand, parse_positive_duration};
+use url::Url;
+
+/// Port the Dapr sidecar serves its HTTP API on when `DAPR_HTTP_PORT` is not set (Dapr's own default).
+pub const DAPR_DEFAULT_HTTP_PORT: u16 = 3500;
+
+/// Command line of the `recommendation` binary.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "recommendation",
+    version,
+    about = "The recommendation agent: GET /recommend builds a recommendation on the data agent's answer."
+)]
+pub struct Cli {
+    /// What to do instead of serving.
+    #[command(subcommand)]
+    pub command: Option<Subcommand>,
+    /// Settings.
+    #[command(flatten)]
+    pub config: Config,
+}
+
+/// Every setting of the recommendation agent.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Listener, logging and shutdown settings.
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// How the data agent is reached.
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+/// Settings for the call to the data agent.
+#[derive(Debug, Clone, Args)]
+pub struct DataArgs {
+    /// How to reach the data agent: `direct` HTTP to DATA_URL, `dapr` service invocation through the local Dapr
+    /// sidecar, or `auto`: `dapr` when DAPR_HTTP_PORT is set (the Dapr sidecar injector sets it), else `direct`.
+    #[arg(long, env = "DATA_MODE", value_enum, default_value_t = DataModeSetting::Auto)]
+    pub data_mode: DataModeSetting,
+
+    /// Base URL of the data agent in direct mode; `/data` is appended.
+    #[arg(long, env = "DATA_URL", default_value = "http://data:8000", value_parser = parse_base_url)]
+    pub data_url: Url,
+
+    /// Dapr app id of the data agent, used in dapr mode (`name` or `name.namespace`).
+    #[arg(long, env = "DATA_APP_ID", default_value = "data", value_parser = parse_app_id)]
+    pub data_app_id: String,
+
+    /// HTTP port of the local Dapr sidecar; setting it selects dapr mode when DATA_MODE=auto.
+    #[arg(long, env = "DAPR_HTTP_PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub dapr_http_port: Option<u16>,
+
+    /// Bound on one call to the data agent, from connecting to the last byte of the body; past it the caller gets
+    /// 504.
+    #[arg(long, env = "DATA_TIMEOUT", default_value = "2s", value_parser = parse_positive_duration)]
+    pub data_timeout: Duration,
+
+    /// Bound on establishing the TCP connection to the data agent (or its sidecar); past it the caller gets 503.
+    #[arg(long, env = "DATA_CONNECT_TIMEOUT", default_value = "500ms", value_parser = parse_positive_duration)]
+    pub data_connect_timeout: Duration,
+}
+
+/// The `DATA_MODE` setting as written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DataModeSetting {
+    /// `dapr` when DAPR_HTTP_PORT is set, else `direct`.
+    Auto,
+    /// Plain HTTP to DATA_URL.
+    Direct,
+    /// Dapr service invocation through the sidecar.
+    Dapr,
+}
+
+/// The mode in effect after resolving `auto`; also a log field and metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataMode {
+    /// Plain HTTP to the data agent.
+    Direct,
+    /// Through the local Dapr sidecar.
+    Dapr,
+}
+
+impl DataMode {
+    /// The label used in logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Direct => "direct",
+            Self::Dapr => "dapr",
+        }
+    }
+}
+
+impl fmt::Display for DataMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl DataArgs {
+    /// The mode in effect.
+    pub fn mode(&self) -> DataMode {
+        match (self.data_mode, self.dapr_http_port) {
+            (DataModeSetting::Direct, _) | (DataModeSetting::Auto, None) => DataMode::Direct,
+            (DataModeSetting::Dapr, _) | (DataModeSetting::Auto, Some(_)) => DataMode::Dapr,
+        }
+    }
+
+    /// The URL `GET /recommend` fetches data from, in the mode in effect.
+    pub fn data_endpoint(&self) -> Url {
+        let raw = match self.mode() {
+            DataMode::Direct => format!("{}/data", self.data_url.as_str().trim_end_matches('/')),
+            DataMode::Dapr => format!(
+                "http://127.0.0.1:{}/v1.0/invoke/{}/method/data",
+                self.dapr_http_port.unwrap_or(DAPR_DEFAULT_HTTP_PORT),
+                self.data_app_id
+            ),
+        };
+        // Both inputs were validated when parsed, so the joined URL is valid too.
+        Url::parse(&raw).expect("validated base URL and app id form a valid URL")
+    }
+}
+
+impl Config {
+    /// Settings for tests: loopback, ephemeral port, direct mode to `data_url`.
+    pub fn for_tests(data_url: Url) -> Self {
+        Self {
+            server: ServerArgs::for_tests(),
+            data: DataArgs {
+                data_mode: DataModeSetting::Direct,
+                data_url,
+                data_app_id: "data".to_owned(),
+                dapr_http_port: None,
+                data_timeout: Duration::from_secs(2),
+                data_connect_timeout: Duration::from_millis(500),
+            },
+        }
+    }
+}
+
+fn parse_base_url(raw: &str) -> Result<Url, String> {
+    let url = Url::parse(raw.trim()).map_err(|e| format!("not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("scheme must be http or https, not {}", url.scheme()));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("a host is required".to_owned());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("must not have a query or fragment; give the base URL only".to_owned());
+    }
+    Ok(url)
+}
+
+fn parse_app_id(raw: &str) -> Result<String, String> {
+    let valid = !raw.is_empty()
+        && raw.len() <= 253
+        && raw.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'));
+    if valid { Ok(raw.to_owned()) } else { Err("must be letters, digits, '-', '_' or '.'".to_owned()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(mode: DataModeSetting, dapr_port: Option<u16>, base: &str) -> DataArgs {
+        let mut config = Config::for_tests(parse_base_url(base).unwrap());
+        config.data.data_mode = mode;
+        config.data.dapr_http_port = dapr_port;
+        config.data
+    }
+
+    #[test]
+    fn auto_mode_follows_the_dapr_port() {
+        assert_eq!(args(DataModeSetting::Auto, None, "http://data:8000").mode(), DataMode::Direct);
+        assert_eq!(args(DataModeSetting::Auto, Some(3501), "http://data:8000").mode(), DataMode::Dapr);
+        assert_eq!(args(DataModeSetting::Direct, Some(3501), "http://data:8000").mode(), DataMode::Direct);
+        assert_eq!(args(DataModeSetting::Dapr, None, "http://data:8000").mode(), DataMode::Dapr);
+    }
+
+    #[test]
+    fn endpoints_are_built_per_mode() {
+        let direct = args(DataModeSetting::Direct, None, "http://data:8000/");
+        assert_eq!(direct.data_endpoint().as_str(), "http://data:8000/data");
+        let prefixed = args(DataModeSetting::Direct, None, "http://gw:80/agents");
+        assert_eq!(prefixed.data_endpoint().as_str(), "http://gw/agents/data");
+        let dapr = args(DataModeSetting::Dapr, None, "http://data:8000");
+        assert_eq!(dapr.data_endpoint().as_str(), "http://127.0.0.1:3500/v1.0/invoke/data/method/data");
+        let dapr_port = args(DataModeSetting::Auto, Some(3601), "http://data:8000");
+        assert_eq!(dapr_port.data_endpoint().as_str(), "http://127.0.0.1:3601/v1.0/invoke/data/method/data");
+    }
+
+    #[test]
+    fn bad_base_urls_are_refused_with_a_reason() {
+        assert!(parse_base_url("data:8000").unwrap_err().contains("scheme"));
+        assert!(parse_base_url("ftp://data").unwrap_err().contains("scheme"));
+        assert!(parse_base_url("http://data:8000/?x=1").unwrap_err().contains("query"));
+        assert!(parse_base_url("not a url").is_err());
+    }
+
+    #[test]
+    fn app_ids_allow_namespaced_names_only() {
+        assert!(parse_app_id("data.agents").is_ok());
+        assert!(parse_app_id("data/../x").is_err());
+        assert!(parse_app_id("").is_err());
+    }
+}
