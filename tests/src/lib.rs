@@ -1,0 +1,233 @@
+//! Harness for cross-service tests: agents and stand-in upstreams served on loopback port 0, stopped on demand,
+//! and the compiled binaries run as real processes.
+
+use std::{
+    future::Future,
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    path::PathBuf,
+    process::{Child, ChildStdout, Command, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+use axum::Router;
+use shared::server::DrainOutcome;
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use url::Url;
+
+/// An agent served in-process on loopback.
+pub struct RunningAgent {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its readiness state.
+    pub health: shared::health::Health,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<DrainOutcome>>,
+}
+
+impl RunningAgent {
+    /// `http://addr` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Base URL, for pointing another agent here.
+    pub fn base_url(&self) -> Url {
+        Url::parse(&self.url("/")).expect("loopback URL")
+    }
+
+    /// Starts the graceful shutdown without waiting for it; see [`RunningAgent::finished`].
+    pub fn begin_shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Waits (bounded) for the serve loop to end and returns how the drain went.
+    pub async fn finished(self) -> DrainOutcome {
+        tokio::time::timeout(Duration::from_secs(20), self.task)
+            .await
+            .expect("agent did not finish within 20 s")
+            .expect("agent task panicked")
+            .expect("agent serve loop failed")
+    }
+
+    /// Shuts down and waits for the drain.
+    pub async fn stop(mut self) -> DrainOutcome {
+        self.begin_shutdown();
+        self.finished().await
+    }
+}
+
+async fn spawn_with<F, Fut>(listener: TcpListener, health: shared::health::Health, run: F) -> RunningAgent
+where
+    F: FnOnce(TcpListener, oneshot::Receiver<()>) -> Fut,
+    Fut: Future<Output = std::io::Result<DrainOutcome>> + Send + 'static,
+{
+    let addr = listener.local_addr().expect("bound listener has an address");
+    let (stop, stopped) = oneshot::channel();
+    let task = tokio::spawn(run(listener, stopped));
+    RunningAgent { addr, health, stop: Some(stop), task }
+}
+
+/// Binds loopback port 0, or `addr` when restarting something on a known port.
+pub async fn bind(addr: Option<SocketAddr>) -> TcpListener {
+    TcpListener::bind(addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)))).await.expect("bind loopback")
+}
+
+/// Serves a data agent on `listener`.
+pub async fn spawn_data_on(listener: TcpListener, config: data::Config) -> RunningAgent {
+    let state = data::AppState::new(&config);
+    let health = state.health().clone();
+    spawn_with(listener, health, move |l, stopped| async move {
+        data::run(l, state, async move {
+            let _ = stopped.await;
+        })
+        .await
+    })
+    .await
+}
+
+/// Serves a data agent on a fresh loopback port.
+pub async fn spawn_data() -> RunningAgent {
+    spawn_data_on(bind(None).await, data::Config::for_tests()).await
+}
+
+/// Serves a recommendation agent with `config` on a fresh loopback port.
+pub async fn spawn_recommendation(config: recommendation::Config) -> RunningAgent {
+    let state = recommendation::AppState::new(&config).expect("data client builds");
+    let health = state.health().clone();
+    spawn_with(bind(None).await, health, move |l, stopped| async move {
+        recommendation::run(l, state, async move {
+            let _ = stopped.await;
+        })
+        .await
+    })
+    .await
+}
+
+/// A stand-in upstream (a misbehaving data agent, a fake sidecar) served on loopback until dropped.
+pub struct StandIn {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl StandIn {
+    /// Serves `router` on a fresh loopback port.
+    pub async fn serve(router: Router) -> Self {
+        let listener = bind(None).await;
+        let addr = listener.local_addr().expect("bound listener has an address");
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Self { addr, task }
+    }
+
+    /// Base URL of the stand-in.
+    pub fn base_url(&self) -> Url {
+        Url::parse(&format!("http://{}/", self.addr)).expect("loopback URL")
+    }
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A shared HTTP client for tests, with a bound on every call so a hang fails the test instead of stalling it.
+pub fn client() -> reqwest::Client {
+    shared::http_client::builder().timeout(Duration::from_secs(10)).no_proxy().build().expect("client builds")
+}
+
+/// Path of a compiled workspace binary (built by `cargo test --workspace` or `cargo build`).
+pub fn binary(name: &str) -> PathBuf {
+    let mut dir = std::env::current_exe().expect("test executable path");
+    dir.pop(); // the test executable
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} not built; run `cargo build --workspace` (or cargo test --workspace) first",
+        path.display()
+    );
+    path
+}
+
+/// An agent binary running as a child process, killed when dropped.
+pub struct AgentProcess {
+    /// The child.
+    pub child: Child,
+    /// Where it listens, read from its startup log line.
+    pub addr: SocketAddr,
+    /// Lines it prints after the startup line.
+    pub lines: mpsc::Receiver<String>,
+}
+
+impl AgentProcess {
+    /// Starts `binary` on an ephemeral loopback port with `envs`, and waits (bounded) for its "listening" log line.
+    pub fn start(binary: &str, envs: &[(&str, &str)]) -> Self {
+        let mut child = Command::new(self::binary(binary))
+            .env_clear()
+            .envs([("PORT", "0"), ("BIND_ADDR", "127.0.0.1"), ("LOG_FORMAT", "json")])
+            .envs(envs.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("agent binary starts");
+        let lines = read_lines(child.stdout.take().expect("piped stdout"));
+        let addr = loop {
+            let line =
+                lines.recv_timeout(Duration::from_secs(10)).expect("agent printed its listening line within 10 s");
+            let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+            if event["message"].as_str().is_some_and(|m| m.ends_with("listening")) {
+                break event["addr"].as_str().expect("addr field").parse().expect("socket address");
+            }
+        };
+        Self { child, addr, lines }
+    }
+
+    /// Sends SIGTERM (via kill(1), keeping this crate free of unsafe code).
+    pub fn terminate(&self) {
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("kill runs");
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// Waits up to `bound` for the process to exit and returns its exit code.
+    pub fn wait_exit(&mut self, bound: Duration) -> Option<i32> {
+        let deadline = std::time::Instant::now() + bound;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status.code();
+            }
+            if std::time::Instant::now() > deadline {
+                return None;
+            }
+            // Polling the child's state (no readiness signal exists for process exit without unsafe code).
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn read_lines(stdout: ChildStdout) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}

@@ -1,0 +1,68 @@
+//! The compiled binaries as a container runtime sees them: settings, exit statuses, signals, healthcheck.
+
+use std::{process::Command, time::Duration};
+
+use agent_tests::{AgentProcess, binary, client};
+
+#[tokio::test]
+async fn both_binaries_serve_and_exit_0_on_sigterm_within_the_drain_bound() {
+    let mut data = AgentProcess::start("data", &[]);
+    let data_url = format!("http://{}", data.addr);
+    let mut reco = AgentProcess::start("recommendation", &[("DATA_URL", &data_url)]);
+
+    let body = client().get(format!("http://{}/recommend", reco.addr)).send().await.unwrap().text().await.unwrap();
+    assert_eq!(body, r#"{"recommendation":"Based on data","data":{"processed_data":"some_insights"}}"#);
+
+    for agent in [&mut reco, &mut data] {
+        agent.terminate();
+        assert_eq!(agent.wait_exit(Duration::from_secs(3)), Some(0), "no clean exit within 3 s of SIGTERM");
+    }
+}
+
+#[test]
+fn a_bad_setting_exits_2_with_one_line_naming_it() {
+    for (bin, env, value) in [
+        ("data", "PORT", "eighty"),
+        ("data", "DRAIN_TIMEOUT", "soon"),
+        ("recommendation", "DATA_URL", "data:8000"),
+        ("recommendation", "DATA_MODE", "carrier-pigeon"),
+        ("recommendation", "DATA_TIMEOUT", "0s"),
+        ("recommendation", "DAPR_HTTP_PORT", "0"),
+    ] {
+        let output = Command::new(binary(bin)).env_clear().env(env, value).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{bin} {env}={value}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{bin} {env}={value}: not one line: {stderr}");
+        assert!(stderr.contains(env), "{bin} {env}={value}: line does not name the setting: {stderr}");
+    }
+}
+
+#[test]
+fn help_documents_every_setting_with_its_environment_variable() {
+    let common =
+        ["PORT", "BIND_ADDR", "LOG_FORMAT", "RUST_LOG", "SHUTDOWN_DELAY", "DRAIN_TIMEOUT", "HEADER_READ_TIMEOUT"];
+    let data_only: [&str; 0] = [];
+    let reco_only = ["DATA_MODE", "DATA_URL", "DATA_APP_ID", "DAPR_HTTP_PORT", "DATA_TIMEOUT", "DATA_CONNECT_TIMEOUT"];
+    for (bin, specific) in [("data", &data_only[..]), ("recommendation", &reco_only[..])] {
+        let output = Command::new(binary(bin)).arg("--help").output().unwrap();
+        assert!(output.status.success());
+        let help = String::from_utf8_lossy(&output.stdout);
+        for env in common.iter().chain(specific) {
+            assert!(help.contains(&format!("[env: {env}")), "{bin} --help does not document {env}:\n{help}");
+        }
+        assert!(help.contains("healthcheck"), "{bin} --help does not list the healthcheck subcommand");
+    }
+}
+
+#[test]
+fn healthcheck_subcommand_exits_0_when_healthy_and_1_when_nothing_listens() {
+    let data = AgentProcess::start("data", &[]);
+    let port = data.addr.port().to_string();
+    let healthy = Command::new(binary("data")).env_clear().env("PORT", &port).arg("healthcheck").status().unwrap();
+    assert_eq!(healthy.code(), Some(0));
+    drop(data);
+
+    let down =
+        Command::new(binary("recommendation")).env_clear().env("PORT", &port).arg("healthcheck").output().unwrap();
+    assert_eq!(down.status.code(), Some(1));
+}
