@@ -1,0 +1,132 @@
+"""Drop-in compatibility with the original FastAPI agents, against real uvicorn processes.
+
+Each pairing runs on loopback: the Python recommendation agent on our data agent, our recommendation agent on the
+Python data agent, and both implementations side by side, comparing bytes for success and JSON for errors.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+TARGET = Path(os.environ.get("AGENT_BIN_DIR", ROOT / "target" / "debug"))
+CONTRACT = b'{"recommendation":"Based on data","data":{"processed_data":"some_insights"}}'
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(url: str, method: str = "GET"):
+    request = urllib.request.Request(url, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+def wait_ready(base: str, proc: subprocess.Popen, path: str, bound: float = 20.0) -> None:
+    deadline = time.monotonic() + bound
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
+        try:
+            get(base + path)
+            return
+        except (urllib.error.URLError, ConnectionError, OSError):
+            time.sleep(0.05)  # polling a readiness check, bounded by `bound`
+    raise TimeoutError(f"{base} not ready within {bound}s")
+
+
+class Agent:
+    def __init__(self, argv, env, probe):
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        full_env = {"PATH": os.environ.get("PATH", ""), **env, "PORT": str(self.port), "BIND_ADDR": "127.0.0.1"}
+        argv = [a.replace("{port}", str(self.port)) for a in argv]
+        self.proc = subprocess.Popen(argv, env=full_env, cwd=HERE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_ready(self.base, self.proc, probe)
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def python_agent(module: str, env=None) -> Agent:
+    argv = [sys.executable, "-m", "uvicorn", f"{module}:app", "--host", "127.0.0.1", "--port", "{port}"]
+    return Agent(argv, env or {}, "/openapi.json")
+
+
+def rust_agent(binary: str, env=None) -> Agent:
+    path = TARGET / binary
+    if not path.exists():
+        pytest.fail(f"{path} not built; run cargo build --workspace first")
+    return Agent([str(path)], {"LOG_FORMAT": "text", **(env or {})}, "/healthz")
+
+
+@pytest.fixture
+def agents():
+    started = []
+
+    def start(factory, *args, **kwargs):
+        agent = factory(*args, **kwargs)
+        started.append(agent)
+        return agent
+
+    yield start
+    for agent in reversed(started):
+        agent.stop()
+
+
+def test_python_recommendation_accepts_our_data_agent(agents):
+    data = agents(rust_agent, "data")
+    reco = agents(python_agent, "fastapi_recommendation", {"DATA_URL": data.base})
+    assert get(reco.base + "/recommend") == (200, CONTRACT)
+
+
+def test_our_recommendation_accepts_the_python_data_agent(agents):
+    data = agents(python_agent, "fastapi_data")
+    reco = agents(rust_agent, "recommendation", {"DATA_URL": data.base, "DATA_MODE": "direct"})
+    assert get(reco.base + "/recommend") == (200, CONTRACT)
+
+
+def test_both_data_agents_answer_the_same_bytes(agents):
+    ours = agents(rust_agent, "data")
+    theirs = agents(python_agent, "fastapi_data")
+    assert get(ours.base + "/data") == get(theirs.base + "/data") == (200, b'{"processed_data":"some_insights"}')
+
+
+@pytest.mark.parametrize(
+    "method,path",
+    [
+        ("GET", "/recommend?limit=0"),
+        ("GET", "/recommend?limit=101"),
+        ("GET", "/recommend?limit=ten"),
+        ("GET", "/recommend?limit=5"),
+        ("GET", "/no-such-path"),
+        ("POST", "/recommend"),
+    ],
+)
+def test_errors_and_validation_match_fastapi(agents, method, path):
+    data = agents(rust_agent, "data")
+    ours = agents(rust_agent, "recommendation", {"DATA_URL": data.base, "DATA_MODE": "direct"})
+    theirs = agents(python_agent, "fastapi_recommendation", {"DATA_URL": data.base})
+    our_status, our_body = get(ours.base + path, method)
+    their_status, their_body = get(theirs.base + path, method)
+    assert our_status == their_status
+    assert json.loads(our_body) == json.loads(their_body)
