@@ -1,37 +1,20 @@
 //! `data` binary: parse settings, start telemetry, bind, serve until SIGTERM/SIGINT, drain.
 
-use std::{net::SocketAddr, process::ExitCode};
+use std::process::ExitCode;
 
 use data::{AppState, Cli};
 use shared::config::{Subcommand, parse_or_exit};
-use tokio::net::TcpListener;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let Cli { command, config } = parse_or_exit::<Cli>();
-    if command == Some(Subcommand::Healthcheck) {
-        return shared::healthcheck::run(config.server.bind_addr, config.server.port).await;
-    }
-    if let Err(err) = shared::telemetry::init(config.server.log_format, &config.server.log_filter) {
-        eprintln!("cannot start logging: {err}");
-        return ExitCode::FAILURE;
-    }
-
-    let addr = SocketAddr::new(config.server.bind_addr, config.server.port);
-    let listener = match TcpListener::bind(addr).await {
-        Ok(listener) => listener,
-        Err(err) => {
-            tracing::error!(%addr, error = %err, "cannot bind");
-            return ExitCode::FAILURE;
+    shared::runtime::block_on("data", async move {
+        if command == Some(Subcommand::Healthcheck) {
+            return Ok(shared::healthcheck::run(&config.server).await);
         }
-    };
-    tracing::info!(addr = %listener.local_addr().unwrap_or(addr), version = env!("CARGO_PKG_VERSION"), "data agent listening");
-
-    match data::run(listener, AppState::new(&config), shared::shutdown::signal()).await {
-        Ok(outcome) => outcome.exit_code(),
-        Err(err) => {
-            tracing::error!(error = %err, "server failed");
-            ExitCode::FAILURE
-        }
-    }
+        let shutdown = shared::shutdown::listen()?;
+        shared::telemetry::init(config.server.log_format, &config.server.log_filter)?;
+        let listener = shared::server::bind(&config.server).await?;
+        tracing::info!(addr = %listener.local_addr()?, version = env!("CARGO_PKG_VERSION"), "data agent listening");
+        Ok(data::run(listener, AppState::new(&config), shutdown).await?.exit_code())
+    })
 }

@@ -127,6 +127,20 @@ impl DataArgs {
 }
 
 impl Config {
+    /// Checks settings that are valid alone but not together; the error names the setting and why.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        if self.data.data_connect_timeout >= self.data.data_timeout {
+            return Err((
+                "DATA_CONNECT_TIMEOUT",
+                format!(
+                    "{:?} must be shorter than DATA_TIMEOUT ({:?}), or an unreachable data agent would be reported as slow",
+                    self.data.data_connect_timeout, self.data.data_timeout
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Settings for tests: loopback, ephemeral port, direct mode to `data_url`.
     pub fn for_tests(data_url: Url) -> Self {
         Self {

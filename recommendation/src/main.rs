@@ -1,50 +1,30 @@
 //! `recommendation` binary: parse settings, start telemetry, bind, serve until SIGTERM/SIGINT, drain.
 
-use std::{net::SocketAddr, process::ExitCode};
+use std::process::ExitCode;
 
 use recommendation::{AppState, Cli};
-use shared::config::{Subcommand, parse_or_exit};
-use tokio::net::TcpListener;
+use shared::config::{Subcommand, exit_bad_setting, parse_or_exit};
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let Cli { command, config } = parse_or_exit::<Cli>();
-    if command == Some(Subcommand::Healthcheck) {
-        return shared::healthcheck::run(config.server.bind_addr, config.server.port).await;
+    if let Err((setting, why)) = config.check() {
+        exit_bad_setting(setting, &why);
     }
-    if let Err(err) = shared::telemetry::init(config.server.log_format, &config.server.log_filter) {
-        eprintln!("cannot start logging: {err}");
-        return ExitCode::FAILURE;
-    }
-
-    let state = match AppState::new(&config) {
-        Ok(state) => state,
-        Err(err) => {
-            tracing::error!(error = %err, "cannot build the data client");
-            return ExitCode::FAILURE;
+    shared::runtime::block_on("recommendation", async move {
+        if command == Some(Subcommand::Healthcheck) {
+            return Ok(shared::healthcheck::run(&config.server).await);
         }
-    };
-    let addr = SocketAddr::new(config.server.bind_addr, config.server.port);
-    let listener = match TcpListener::bind(addr).await {
-        Ok(listener) => listener,
-        Err(err) => {
-            tracing::error!(%addr, error = %err, "cannot bind");
-            return ExitCode::FAILURE;
-        }
-    };
-    tracing::info!(
-        addr = %listener.local_addr().unwrap_or(addr),
-        version = env!("CARGO_PKG_VERSION"),
-        data_mode = state.data().mode().as_str(),
-        data_endpoint = %state.data().endpoint(),
-        "recommendation agent listening"
-    );
-
-    match recommendation::run(listener, state, shared::shutdown::signal()).await {
-        Ok(outcome) => outcome.exit_code(),
-        Err(err) => {
-            tracing::error!(error = %err, "server failed");
-            ExitCode::FAILURE
-        }
-    }
+        let shutdown = shared::shutdown::listen()?;
+        shared::telemetry::init(config.server.log_format, &config.server.log_filter)?;
+        let state = AppState::new(&config)?;
+        let listener = shared::server::bind(&config.server).await?;
+        tracing::info!(
+            addr = %listener.local_addr()?,
+            version = env!("CARGO_PKG_VERSION"),
+            data_mode = state.data().mode().as_str(),
+            data_endpoint = %state.data().endpoint(),
+            "recommendation agent listening"
+        );
+        Ok(recommendation::run(listener, state, shutdown).await?.exit_code())
+    })
 }

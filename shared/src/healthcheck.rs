@@ -6,12 +6,14 @@ use std::{
     time::Duration,
 };
 
+use crate::config::ServerArgs;
+
 /// Bound on the whole probe: a wedged server must count as unhealthy, not hang the container runtime.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// GETs `/healthz` on the agent listening at `bind_addr:port`; exit status 0 on 2xx, 1 otherwise.
-pub async fn run(bind_addr: IpAddr, port: u16) -> ExitCode {
-    let url = format!("http://{}/healthz", probe_address(bind_addr, port));
+/// GETs `/healthz` on the agent these settings describe; exit status 0 on 2xx, 1 otherwise.
+pub async fn run(server: &ServerArgs) -> ExitCode {
+    let url = format!("http://{}/healthz", probe_address(server.bind_addr, server.port));
     let client = match crate::http_client::builder().timeout(PROBE_TIMEOUT).no_proxy().build() {
         Ok(client) => client,
         Err(err) => {

@@ -12,6 +12,7 @@ pub mod healthcheck;
 pub mod http_client;
 pub mod middleware;
 pub mod propagation;
+pub mod runtime;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;

@@ -1,34 +1,41 @@
 //! Serving a router with a bounded, observable graceful shutdown.
 //!
 //! hyper-util's connection builder is used instead of `axum::serve` because the agents need what `axum::serve` does
-//! not expose: a header read timeout against slow clients, and a drain with a deadline.
+//! not expose: bounds on slow or silent clients, and a drain with a deadline.
 //!
-//! Shutdown sequence once `shutdown` completes: readiness flips to 503; requests are still accepted for
-//! `shutdown_delay` (so load balancers notice before connections are refused); then the listener closes, idle
-//! keep-alive connections are closed, and in-flight requests get up to `drain_timeout` to finish.
+//! Shutdown sequence once `shutdown` completes:
+//! 1. readiness flips to 503 and requests are still served normally for `shutdown_delay`, so load balancers notice
+//!    before anything is refused;
+//! 2. the drain: open connections finish their in-flight request and close, for at most `drain_timeout`. The
+//!    listener stays open meanwhile, and new connections get a draining answer (`/readyz` 503, `/healthz` 200,
+//!    anything else 503 with `Connection: close`) instead of a refused connection;
+//! 3. the listener closes and the outcome says whether the drain finished in time.
 
-use std::{future::Future, io, process::ExitCode, time::Duration};
+use std::{future::Future, io, net::SocketAddr, process::ExitCode, time::Duration};
 
-use axum::{Router, body::Body, extract::Request};
+use axum::{Router, body::Body, extract::Request, http::StatusCode, response::IntoResponse};
 use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulShutdown},
     service::TowerToHyperService,
 };
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
 
-use crate::{config::ServerArgs, health::Health};
+use crate::{config::ServerArgs, errors::json_error, health::Health};
+
+/// Interval of HTTP/2 pings on idle connections; a peer that stops answering them is disconnected.
+const HTTP2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
 
 /// Timing of the serve loop and its shutdown.
 #[derive(Debug, Clone, Copy)]
 pub struct ServeOptions {
-    /// How long to keep accepting after shutdown was requested, with readiness already failing.
+    /// How long to keep serving normally after shutdown was requested, with readiness already failing.
     pub shutdown_delay: Duration,
-    /// Bound on waiting for in-flight requests after the listener closed.
+    /// Bound on waiting for in-flight requests to finish.
     pub drain_timeout: Duration,
-    /// Bound on receiving a request's head.
+    /// Bound on receiving a request's head, and on a new connection's first byte.
     pub header_read_timeout: Duration,
 }
 
@@ -61,6 +68,12 @@ impl DrainOutcome {
     }
 }
 
+/// Binds the listener the settings ask for, with the address in the error message.
+pub async fn bind(args: &ServerArgs) -> io::Result<TcpListener> {
+    let addr = SocketAddr::new(args.bind_addr, args.port);
+    TcpListener::bind(addr).await.map_err(|e| io::Error::new(e.kind(), format!("cannot bind {addr}: {e}")))
+}
+
 /// Serves `app` on `listener` until `shutdown` completes, then drains as described in the module docs.
 pub async fn serve(
     listener: TcpListener,
@@ -69,21 +82,30 @@ pub async fn serve(
     health: Health,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<DrainOutcome> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(options.header_read_timeout);
-    let graceful = GracefulShutdown::new();
+    let connections = Connections::new(options);
 
-    accept_until(&listener, &builder, &graceful, &app, shutdown).await;
+    connections.accept_until(&listener, &app, Some(&connections.graceful), shutdown).await;
     health.start_draining();
     tracing::info!(delay_ms = options.shutdown_delay.as_millis() as u64, "readiness now failing; draining soon");
-    accept_until(&listener, &builder, &graceful, &app, tokio::time::sleep(options.shutdown_delay)).await;
-    drop(listener);
+    connections
+        .accept_until(&listener, &app, Some(&connections.graceful), tokio::time::sleep(options.shutdown_delay))
+        .await;
 
     tracing::info!(
         timeout_ms = options.drain_timeout.as_millis() as u64,
-        "listener closed; draining in-flight requests"
+        open_connections = connections.graceful.count(),
+        "draining in-flight requests"
     );
-    match tokio::time::timeout(options.drain_timeout, graceful.shutdown()).await {
+    let draining_app = draining_router(health);
+    let Connections { builder, graceful, header_read_timeout } = connections;
+    let late_arrivals =
+        Connections { builder: builder.clone(), graceful: GracefulShutdown::new(), header_read_timeout };
+    let drained = tokio::time::timeout(options.drain_timeout, graceful.shutdown());
+    // Connections arriving during the drain are not watched: each gets one draining answer and is closed.
+    let outcome = late_arrivals.accept_until(&listener, &draining_app, None, drained).await;
+    drop(listener);
+
+    match outcome {
         Ok(()) => {
             tracing::info!("drain complete");
             Ok(DrainOutcome::Complete)
@@ -95,36 +117,85 @@ pub async fn serve(
     }
 }
 
-async fn accept_until(
-    listener: &TcpListener,
-    builder: &auto::Builder<TokioExecutor>,
-    graceful: &GracefulShutdown,
-    app: &Router,
-    until: impl Future<Output = ()>,
-) {
-    tokio::pin!(until);
-    loop {
-        let stream = tokio::select! {
-            () = &mut until => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => stream,
-                Err(err) => {
-                    // Typically EMFILE: back off briefly instead of spinning; the condition is logged each time.
-                    tracing::error!(error = %err, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+/// What a connection that arrives during the drain is served: truthful probes, and 503 for everything else.
+fn draining_router(health: Health) -> Router {
+    crate::health::routes(health).fallback(|| async {
+        let mut response =
+            json_error(StatusCode::SERVICE_UNAVAILABLE, "The service is shutting down; retry elsewhere.")
+                .into_response();
+        response.headers_mut().insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+        response
+    })
+}
+
+struct Connections {
+    builder: auto::Builder<TokioExecutor>,
+    graceful: GracefulShutdown,
+    header_read_timeout: Duration,
+}
+
+impl Connections {
+    fn new(options: ServeOptions) -> Self {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder.http1().timer(TokioTimer::new()).header_read_timeout(options.header_read_timeout);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(HTTP2_KEEP_ALIVE_INTERVAL)
+            .keep_alive_timeout(options.header_read_timeout);
+        Self { builder, graceful: GracefulShutdown::new(), header_read_timeout: options.header_read_timeout }
+    }
+
+    /// Accepts and serves connections until `until` completes, returning its output.
+    async fn accept_until<T>(
+        &self,
+        listener: &TcpListener,
+        app: &Router,
+        watch: Option<&GracefulShutdown>,
+        until: impl Future<Output = T>,
+    ) -> T {
+        tokio::pin!(until);
+        loop {
+            let stream = tokio::select! {
+                // A requested shutdown wins over a pending accept.
+                biased;
+                output = &mut until => return output,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _peer)) => stream,
+                    Err(err) => {
+                        // Typically EMFILE: back off briefly instead of spinning; the condition is logged each time.
+                        tracing::error!(error = %err, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            self.spawn_connection(stream, app.clone(), watch);
+        }
+    }
+
+    fn spawn_connection(&self, stream: TcpStream, app: Router, watch: Option<&GracefulShutdown>) {
         // Small JSON answers: Nagle's algorithm plus delayed ACKs would add tens of milliseconds per request.
         if let Err(err) = stream.set_nodelay(true) {
             tracing::debug!(error = %err, "cannot set TCP_NODELAY");
         }
-        let service = TowerToHyperService::new(app.clone().map_request(|req: Request<Incoming>| req.map(Body::new)));
-        let connection =
-            graceful.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned());
+        let builder = self.builder.clone();
+        let first_byte_timeout = self.header_read_timeout;
+        let watcher = watch.map(GracefulShutdown::watcher);
         tokio::spawn(async move {
-            if let Err(err) = connection.await {
+            // The protocol sniffing of the auto builder waits for bytes without a bound, and the header read
+            // timeout only starts after it: a silent connection would be held forever.
+            match tokio::time::timeout(first_byte_timeout, stream.peek(&mut [0_u8; 1])).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return,
+            }
+            let service = TowerToHyperService::new(app.map_request(|req: Request<Incoming>| req.map(Body::new)));
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+            let result = match watcher {
+                Some(watcher) => watcher.watch(connection).await,
+                None => connection.await,
+            };
+            if let Err(err) = result {
                 tracing::debug!(error = %err, "connection ended with an error");
             }
         });

@@ -1,35 +1,22 @@
 //! The signal that starts a graceful shutdown.
 //!
-//! In a container the agent is PID 1, where the kernel installs no default handler for SIGTERM: unless the process
-//! handles it, `docker stop` and Kubernetes wait out their grace period and then SIGKILL. So both signals are
-//! handled here explicitly.
+//! In a container the agent is PID 1, where the kernel ignores SIGTERM unless the process installed a handler:
+//! `docker stop` and Kubernetes would wait out their grace period and then SIGKILL. Outside a container, an early
+//! SIGTERM before a handler exists kills the process outright. So handlers are installed when [`listen`] is called,
+//! first thing in `main`, not when the returned future is first polled.
 
-/// Completes when SIGTERM or SIGINT (Ctrl-C) arrives.
-pub async fn signal() {
-    let ctrl_c = async {
-        if let Err(err) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %err, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
+use std::{future::Future, io};
+
+use tokio::signal::unix::{SignalKind, signal};
+
+/// Installs SIGTERM and SIGINT handlers now; the returned future completes when either arrives.
+pub fn listen() -> io::Result<impl Future<Output = ()> + Send + 'static> {
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!(signal = "SIGTERM", "shutdown requested"),
+            _ = interrupt.recv() => tracing::info!(signal = "SIGINT", "shutdown requested"),
         }
-    };
-
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut sigterm) => {
-                sigterm.recv().await;
-            }
-            Err(err) => {
-                tracing::error!(error = %err, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-
-    tokio::select! {
-        () = ctrl_c => tracing::info!(signal = "SIGINT", "shutdown requested"),
-        () = terminate => tracing::info!(signal = "SIGTERM", "shutdown requested"),
-    }
+    })
 }

@@ -20,6 +20,15 @@ async fn both_binaries_serve_and_exit_0_on_sigterm_within_the_drain_bound() {
 }
 
 #[test]
+fn sigterm_right_after_startup_still_drains_and_exits_0() {
+    for bin in ["data", "recommendation"] {
+        let mut agent = AgentProcess::start(bin, &[]);
+        agent.terminate();
+        assert_eq!(agent.wait_exit(Duration::from_secs(3)), Some(0), "{bin} did not exit 0 on an early SIGTERM");
+    }
+}
+
+#[test]
 fn a_bad_setting_exits_2_with_one_line_naming_it() {
     for (bin, env, value) in [
         ("data", "PORT", "eighty"),
@@ -28,6 +37,7 @@ fn a_bad_setting_exits_2_with_one_line_naming_it() {
         ("recommendation", "DATA_MODE", "carrier-pigeon"),
         ("recommendation", "DATA_TIMEOUT", "0s"),
         ("recommendation", "DAPR_HTTP_PORT", "0"),
+        ("recommendation", "DATA_CONNECT_TIMEOUT", "5s"),
     ] {
         let output = Command::new(binary(bin)).env_clear().env(env, value).output().unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
