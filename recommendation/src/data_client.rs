@@ -2,7 +2,7 @@
 
 use std::{
     sync::{Arc, Mutex},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use reqwest::header::{ACCEPT, CONTENT_LENGTH, HeaderValue};
@@ -19,6 +19,9 @@ use crate::{
 /// Largest data answer accepted. The contract is a small JSON object; anything far larger is a misbehaving
 /// upstream, and buffering it unbounded would let it exhaust this agent's memory.
 pub const MAX_DATA_BODY_BYTES: usize = 1024 * 1024;
+
+/// How long an idle pooled connection to data is kept.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// Client for the data agent: one pooled HTTP client per process, shared by every request.
 #[derive(Debug, Clone)]
@@ -58,6 +61,12 @@ impl DataClient {
             // outside world must not capture that traffic.
             .no_proxy()
             .user_agent(concat!("recommendation-agent/", env!("CARGO_PKG_VERSION")))
+            // A redirect is an answer other than the data, as for the original httpx client; following it would
+            // also send the trace headers wherever Location points.
+            .redirect(reqwest::redirect::Policy::none())
+            // Shorter than the keep-alive of the servers in front of data (uvicorn: 5 s), so a pooled connection is
+            // never reused just as the server closes it.
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .build()?;
         Ok(Self { http, mode: args.mode(), endpoint: args.data_endpoint(), last_call: Arc::default() })
     }
@@ -81,7 +90,14 @@ impl DataClient {
             Err(err) => err.outcome(),
         };
         let elapsed_ms = started.elapsed().as_micros() as f64 / 1000.0;
-        tracing::info!(data_mode = self.mode.as_str(), outcome, elapsed_ms, "data call");
+        let data_mode = self.mode.as_str();
+        match &result {
+            Ok(_) => tracing::info!(data_mode, outcome, elapsed_ms, "data call"),
+            Err(err) => {
+                let cause = std::error::Error::source(err).map(|source| format!("{source:?}"));
+                tracing::warn!(data_mode, outcome, elapsed_ms, error = %err, cause, "data call failed");
+            }
+        }
         if let Ok(mut last) = self.last_call.lock() {
             *last = Some(LastCall { outcome, at: Instant::now() });
         }
@@ -100,7 +116,7 @@ impl DataClient {
 
         let status = response.status();
         if !status.is_success() {
-            return Err(Error::DataBadStatus(status));
+            return Err(self.non_success(response).await);
         }
         let declared_len = response.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
         if declared_len.is_some_and(|len| len > MAX_DATA_BODY_BYTES) {
@@ -115,6 +131,23 @@ impl DataClient {
             body.extend_from_slice(&chunk);
         }
         serde_json::from_slice(&body).map_err(|e| Error::DataBadBody(format!("not JSON: {e}")))
+    }
+
+    /// Classifies a non-2xx answer. Through Dapr, a 500 carrying `ERR_DIRECT_INVOKE` is the sidecar saying it could
+    /// not reach data at all (Dapr passes data's own errors through unchanged), so it means unreachable, not a bad
+    /// answer from data.
+    async fn non_success(&self, response: reqwest::Response) -> Error {
+        let status = response.status();
+        if self.mode == DataMode::Dapr && status == reqwest::StatusCode::INTERNAL_SERVER_ERROR {
+            let body = response.bytes().await.unwrap_or_default();
+            let error_code = serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| v.get("errorCode").and_then(Value::as_str).map(str::to_owned));
+            if let Some(code) = error_code.filter(|code| code.starts_with("ERR_DIRECT_INVOKE")) {
+                return Error::SidecarCannotReachData(code);
+            }
+        }
+        Error::DataBadStatus(status)
     }
 
     /// State for the readiness body.

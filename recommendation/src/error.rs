@@ -20,6 +20,10 @@ pub enum Error {
     #[error("data agent unreachable")]
     DataUnreachable(#[source] reqwest::Error),
 
+    /// 503: the Dapr sidecar answered that it could not invoke data (`ERR_DIRECT_INVOKE*`).
+    #[error("Dapr sidecar could not invoke the data agent ({0})")]
+    SidecarCannotReachData(String),
+
     /// 504: the data agent did not answer completely within the data timeout.
     #[error("data agent timed out")]
     DataTimeout(#[source] reqwest::Error),
@@ -38,7 +42,7 @@ impl Error {
     pub fn outcome(&self) -> &'static str {
         match self {
             Self::Validation(_) => "invalid_request",
-            Self::DataUnreachable(_) => "unreachable",
+            Self::DataUnreachable(_) | Self::SidecarCannotReachData(_) => "unreachable",
             Self::DataTimeout(_) => "timeout",
             Self::DataBadStatus(_) => "bad_status",
             Self::DataBadBody(_) => "bad_body",
@@ -49,7 +53,7 @@ impl Error {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::DataUnreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::DataUnreachable(_) | Self::SidecarCannotReachData(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::DataTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::DataBadStatus(_) | Self::DataBadBody(_) => StatusCode::BAD_GATEWAY,
         }
@@ -61,17 +65,16 @@ const RETRY_AFTER_SECONDS: HeaderValue = HeaderValue::from_static("1");
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
+        // Data-call failures were logged with their cause where they happened (DataClient::fetch).
         let (status, outcome) = (self.status(), self.outcome());
-        if !matches!(self, Self::Validation(_)) {
-            let cause = std::error::Error::source(&self).map(|source| format!("{source:?}"));
-            tracing::warn!(outcome, status = status.as_u16(), error = %self, cause, "data call failed");
-        }
         let detail = match self {
             Self::Validation(body) => {
                 tracing::info!(outcome, issues = body.detail.len(), "request rejected");
                 return body.into_response();
             }
-            Self::DataUnreachable(_) => "The data agent is unreachable; try again shortly.",
+            Self::DataUnreachable(_) | Self::SidecarCannotReachData(_) => {
+                "The data agent is unreachable; try again shortly."
+            }
             Self::DataTimeout(_) => "The data agent did not answer in time.",
             Self::DataBadStatus(_) | Self::DataBadBody(_) => "The data agent returned an invalid response.",
         };

@@ -197,6 +197,7 @@ async fn trace_headers_reach_data_and_a_request_id_is_generated_when_absent() {
         ("x-b3-sampled", "1"),
         ("x-b3-flags", "1"),
         ("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90"),
+        ("x-ot-span-context", "80f198ee56343ba8;e457b5a2e4d86bd1;05e3ac9a4f6e3b90;cs"),
     ];
     let mut request = client().get(reco.url("/recommend")).header("authorization", "Bearer not-for-data");
     for (name, value) in traced {
@@ -238,7 +239,7 @@ async fn shutdown_fails_readiness_and_lets_the_in_flight_request_finish() {
     let release = Arc::new(Notify::new());
     let upstream = StandIn::serve(gated_data(arrived_tx, release.clone())).await;
     let mut config = direct_to(upstream.base_url());
-    config.server.shutdown_delay = Duration::from_secs(1);
+    assert_eq!(config.server.shutdown_delay, Duration::ZERO, "the default settings must show the drain");
     config.data.data_timeout = Duration::from_secs(10);
     let mut reco = spawn_recommendation(config).await;
     let in_flight = tokio::spawn(client().get(reco.url("/recommend")).send());
@@ -249,6 +250,9 @@ async fn shutdown_fails_readiness_and_lets_the_in_flight_request_finish() {
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(ready.json::<Value>().await.unwrap()["status"], "draining");
     assert!(reco.health.is_draining());
+    let late = client().get(reco.url("/recommend")).send().await.unwrap();
+    assert_eq!(late.status(), StatusCode::SERVICE_UNAVAILABLE, "new work during the drain is refused with 503");
+    assert_eq!(late.headers()["connection"], "close");
 
     release.notify_one();
     let response = in_flight.await.unwrap().unwrap();
@@ -274,4 +278,83 @@ async fn drain_is_bounded_when_a_request_outlives_the_drain_timeout() {
 
     assert_eq!(outcome, DrainOutcome::DeadlineExceeded);
     assert!(started.elapsed() < Duration::from_secs(2), "drain took {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn during_the_shutdown_delay_new_requests_are_still_served() {
+    let data = spawn_data().await;
+    let mut config = direct_to(data.base_url());
+    config.server.shutdown_delay = Duration::from_secs(2);
+    let mut reco = spawn_recommendation(config).await;
+
+    reco.begin_shutdown();
+    let ready = client().get(reco.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let response = client().get(reco.url("/recommend")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.text().await.unwrap(), CONTRACT);
+    assert_eq!(reco.finished().await, DrainOutcome::Complete);
+}
+
+#[tokio::test]
+async fn data_redirecting_is_a_bad_answer_not_followed() {
+    let redirecting = Router::new()
+        .route("/data", get(|| async { axum::response::Redirect::temporary("/moved") }))
+        .route("/moved", get(|| async { axum::Json(json!({"moved": true})) }));
+    assert_eq!(
+        recommendation_status_with_data(redirecting).await,
+        (StatusCode::BAD_GATEWAY, json!({"detail": INVALID_ANSWER}))
+    );
+}
+
+async fn recommendation_via_sidecar_answering(status: StatusCode, body: Value) -> (StatusCode, Value) {
+    let sidecar = StandIn::serve(Router::new().route(
+        "/v1.0/invoke/{app_id}/method/{*method}",
+        get(move || {
+            let body = body.clone();
+            async move { (status, axum::Json(body)) }
+        }),
+    ))
+    .await;
+    let mut config = direct_to("http://unused.invalid:1".parse().unwrap());
+    config.data.data_mode = DataModeSetting::Dapr;
+    config.data.dapr_http_port = Some(sidecar.addr.port());
+    let reco = spawn_recommendation(config).await;
+    let response = client().get(reco.url("/recommend")).send().await.unwrap();
+    (response.status(), response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn sidecar_unable_to_invoke_data_is_503_unreachable() {
+    // The body Dapr documents for a failed direct invocation.
+    let failed =
+        json!({"errorCode": "ERR_DIRECT_INVOKE", "message": "fail to invoke, id: data, err: connection refused"});
+    let (status, body) = recommendation_via_sidecar_answering(StatusCode::INTERNAL_SERVER_ERROR, failed).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body, json!({"detail": "The data agent is unreachable; try again shortly."}));
+}
+
+#[tokio::test]
+async fn data_500_passed_through_the_sidecar_is_still_a_bad_answer() {
+    let (status, body) =
+        recommendation_via_sidecar_answering(StatusCode::INTERNAL_SERVER_ERROR, json!({"detail": "boom"})).await;
+    assert_eq!((status, body), (StatusCode::BAD_GATEWAY, json!({"detail": INVALID_ANSWER})));
+}
+
+#[tokio::test]
+async fn a_silent_connection_is_closed_after_the_header_read_timeout() {
+    use tokio::io::AsyncReadExt;
+    let mut config = data::Config::for_tests();
+    config.server.header_read_timeout = Duration::from_millis(300);
+    let data = spawn_data_on(bind(None).await, config).await;
+
+    for opening in [&b""[..], b"GET /data HTTP/1.1\r\nHost: x\r\n"] {
+        let mut conn = tokio::net::TcpStream::connect(data.addr).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut conn, opening).await.unwrap();
+        let started = Instant::now();
+        let mut buf = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(3), conn.read_to_end(&mut buf)).await;
+        assert!(closed.is_ok(), "connection with opening {opening:?} still open after 3 s");
+        assert!(started.elapsed() >= Duration::from_millis(250), "closed too early: {:?}", started.elapsed());
+    }
 }
