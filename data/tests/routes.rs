@@ -82,11 +82,27 @@ async fn openapi_is_3_1_and_lists_every_route() {
 }
 
 #[tokio::test]
-async fn swagger_ui_is_served_from_the_binary() {
-    let (status, headers, body) = call(app().0, Method::GET, "/docs/").await;
-    assert_eq!(status, StatusCode::OK);
-    assert!(headers["content-type"].to_str().unwrap().starts_with("text/html"));
-    assert!(String::from_utf8_lossy(&body).contains("swagger"));
-    let (status, _, _) = call(app().0, Method::GET, "/docs/swagger-ui-bundle.js").await;
-    assert_eq!(status, StatusCode::OK);
+async fn swagger_ui_is_served_at_docs_from_the_binary_without_external_assets() {
+    for path in ["/docs", "/docs/"] {
+        let (status, headers, body) = call(app().0, Method::GET, path).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        assert!(headers["content-type"].to_str().unwrap().starts_with("text/html"));
+        let html = String::from_utf8_lossy(&body);
+        assert!(html.contains("swagger-ui-bundle.js"), "{path}: {html}");
+        assert!(!html.contains("http://") && !html.contains("https://"), "{path} loads assets from elsewhere: {html}");
+    }
+    let (_, _, bare) = call(app().0, Method::GET, "/docs").await;
+    assert!(String::from_utf8_lossy(&bare).contains(r#"<base href="/docs/">"#), "assets must resolve under /docs/");
+    for asset in ["/docs/swagger-ui-bundle.js", "/docs/swagger-ui.css"] {
+        assert_eq!(call(app().0, Method::GET, asset).await.0, StatusCode::OK, "{asset}");
+    }
+    let (_, _, initializer) = call(app().0, Method::GET, "/docs/swagger-initializer.js").await;
+    assert!(String::from_utf8_lossy(&initializer).contains(r#""url": "/openapi.json""#));
+}
+
+#[tokio::test]
+async fn unknown_docs_asset_is_json_404() {
+    let (status, _, body) = call(app().0, Method::GET, "/docs/no-such-asset.js").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body, br#"{"detail":"Not Found"}"#);
 }

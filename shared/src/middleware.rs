@@ -75,11 +75,12 @@ fn log_response(res: &Response<Body>, latency: Duration, span: &Span) {
     let latency_ms = latency.as_micros() as f64 / 1000.0;
     span.record("status", status);
     span.record("latency_ms", latency_ms);
+    // Status and latency are fields of the request span, which every line logged in it carries.
     if res.extensions().get::<QuietRoute>().is_some() {
-        tracing::debug!(status, latency_ms, "request completed");
+        tracing::debug!("request completed");
     } else if res.status().is_server_error() {
-        tracing::warn!(status, latency_ms, "request completed");
+        tracing::warn!("request completed");
     } else {
-        tracing::info!(status, latency_ms, "request completed");
+        tracing::info!("request completed");
     }
 }
