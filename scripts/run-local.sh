@@ -3,6 +3,8 @@
 # Ctrl-C stops both (each drains gracefully).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+command -v cargo >/dev/null || { echo "cargo not found: run scripts/setup.sh first (installs Rust)" >&2; exit 1; }
 cargo build --release --locked -p data -p recommendation
 export LOG_FORMAT=${LOG_FORMAT:-text}
 PORT=${DATA_PORT:-8001} ./target/release/data &

@@ -9,6 +9,8 @@ step() { printf '\n== %s\n' "$*"; }
 
 step "setup"
 bash scripts/setup.sh
+# A fresh machine gets rustup from setup.sh; its PATH change must reach this shell too.
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 
 step "cargo fmt --check"
 cargo fmt --all --check

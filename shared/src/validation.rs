@@ -91,7 +91,7 @@ impl QueryParams {
             let le = *range.end();
             issue("less_than_equal", format!("Input should be less than or equal to {le}"), Some(json!({"le": le})))
         };
-        let value = match raw.trim().parse::<i64>() {
+        let value = match pydantic_int_text(raw).unwrap_or_default().parse::<i64>() {
             Ok(value) => value,
             // Digits that overflow are still an integer, just out of range, which is what pydantic reports.
             Err(e) if matches!(e.kind(), std::num::IntErrorKind::PosOverflow) => return Err(above()),
@@ -112,6 +112,24 @@ impl QueryParams {
             Ok(Some(value))
         }
     }
+}
+
+/// The integer text pydantic's lax mode accepts, normalised for `str::parse`: surrounding whitespace, a sign,
+/// single underscores between digits (`1_000`) and a zero fraction (`5.0`) are allowed; anything else is `None`.
+fn pydantic_int_text(raw: &str) -> Option<String> {
+    let trimmed = raw.trim();
+    let (sign, unsigned) = match trimmed.strip_prefix(['+', '-']) {
+        Some(rest) => (&trimmed[..1], rest),
+        None => ("", trimmed),
+    };
+    let whole = match unsigned.split_once('.') {
+        Some((whole, fraction)) if !fraction.is_empty() && fraction.bytes().all(|b| b == b'0') => whole,
+        Some(_) => return None,
+        None => unsigned,
+    };
+    let well_formed = !whole.is_empty()
+        && whole.split('_').all(|group| !group.is_empty() && group.bytes().all(|b| b.is_ascii_digit()));
+    well_formed.then(|| format!("{sign}{}", whole.replace('_', "")))
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
@@ -154,6 +172,19 @@ mod tests {
         assert_eq!((high.kind.as_str(), high.ctx), ("less_than_equal", Some(json!({"le": 100}))));
         let huge = QueryParams::parse("limit=99999999999999999999").optional_int("limit", 1..=100).unwrap_err();
         assert_eq!(huge.kind, "less_than_equal");
+    }
+
+    #[test]
+    fn integer_text_is_as_lenient_as_pydantic_and_no_more() {
+        for (raw, expected) in [("5.0", 5), ("1_0", 10), (" 5 ", 5), ("+5", 5), ("05", 5), ("5.00", 5)] {
+            assert_eq!(QueryParams::parse(&format!("limit={raw}")).optional_int("limit", 1..=100), Ok(Some(expected)));
+        }
+        for raw in ["5.5", "5.", "0x5", "5e0", "", "1__0", "_1", "1_", "%D9%A5", "5.0000000000000001"] {
+            let issue = QueryParams::parse(&format!("limit={raw}")).optional_int("limit", 1..=100).unwrap_err();
+            assert_eq!(issue.kind, "int_parsing", "{raw}");
+        }
+        let negative_zero = QueryParams::parse("limit=-0").optional_int("limit", 1..=100).unwrap_err();
+        assert_eq!(negative_zero.kind, "greater_than_equal");
     }
 
     #[test]
