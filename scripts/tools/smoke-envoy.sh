@@ -92,6 +92,8 @@ sed 's/smoke_upstream }/no_such_cluster }/' "$tmp/envoy.yaml" >"$tmp/broken.yaml
 if "$ENVOY" --mode validate -c "$tmp/broken.yaml" --disable-hot-restart >"$tmp/validate-broken.out" 2>&1; then
   fail "envoy --mode validate accepted a route to an unknown cluster"
 fi
+grep -q "unknown cluster 'no_such_cluster'" "$tmp/validate-broken.out" \
+  || fail "envoy --mode validate rejected the broken bootstrap for another reason: $(tail -n1 "$tmp/validate-broken.out")"
 
 # 4. Run it.
 "$ENVOY" -c "$tmp/envoy.yaml" --concurrency 1 --disable-hot-restart \
