@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 
 import yaml
 
+# libyaml's parser when PyYAML has it (the wheels do): the Istio CRD file is large.
+SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 AGENTS = ("data", "recommendation")
 AGENT_PORT_DEFAULT = 8000
 # The contract's route list (CONTRACT.md), used only while the Rust sources are absent.
@@ -90,7 +93,7 @@ class Render:
 
 def load_render(name, path):
     with open(path, encoding="utf-8") as fh:
-        docs = [d for d in yaml.safe_load_all(fh) if d]
+        docs = [d for d in yaml.load_all(fh, Loader=SafeLoader) if d]
     return Render(name, docs)
 
 
@@ -493,7 +496,7 @@ def compose_images(repo: str):
         path = os.path.join(repo, name)
         if os.path.exists(path):
             with open(path, encoding="utf-8") as fh:
-                doc = yaml.safe_load(fh) or {}
+                doc = yaml.load(fh, Loader=SafeLoader) or {}
             images = {}
             for sname, svc in (doc.get("services") or {}).items():
                 image = (svc or {}).get("image")
@@ -511,7 +514,7 @@ def check_seed_pair(repo: str, errors: list):
             errors.append(f"[seed pair] {path} is missing")
             continue
         with open(path, encoding="utf-8") as fh:
-            kinds = {(d["kind"], d["metadata"]["name"]) for d in yaml.safe_load_all(fh) if d}
+            kinds = {(d["kind"], d["metadata"]["name"]) for d in yaml.load_all(fh, Loader=SafeLoader) if d}
         for kind in ("Deployment", "Service", "ServiceAccount", "PodDisruptionBudget"):
             if (kind, app) not in kinds:
                 errors.append(f"[seed pair] k8s/{app}.yaml lacks {kind}/{app}")
@@ -545,7 +548,7 @@ def main(argv=None):
     ns_path = os.path.join(args.repo, "k8s", "namespace.yaml")
     if os.path.exists(ns_path):
         with open(ns_path, encoding="utf-8") as fh:
-            namespace = next((d["metadata"]["name"] for d in yaml.safe_load_all(fh) if d and d.get("kind") == "Namespace"), None)
+            namespace = next((d["metadata"]["name"] for d in yaml.load_all(fh, Loader=SafeLoader) if d and d.get("kind") == "Namespace"), None)
     if not namespace:
         errors.append("k8s/namespace.yaml defines no Namespace")
         namespace = "agents"

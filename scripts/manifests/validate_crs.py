@@ -39,6 +39,9 @@ import celpy.celtypes as ct
 import jsonschema
 import yaml
 
+# libyaml's parser when PyYAML has it (the wheels do): the Istio CRD file is large.
+SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 # Groups served by Kubernetes itself; kubernetes-validate checks those.
 BUILTIN_GROUP_SUFFIXES = (".k8s.io",)
 BUILTIN_GROUPS = {"", "apps", "batch", "policy", "autoscaling", "extensions"}
@@ -112,7 +115,19 @@ class CrdVersion:
     crd_name: str
     source: str
     schema: dict
-    strict: dict
+    _validator: object = None
+
+    def validator(self):
+        """JSON Schema validator of the strict schema, built on first use."""
+        if self._validator is None:
+            strict = strict_schema(self.schema)
+            strict.setdefault("properties", {})
+            strict["properties"]["apiVersion"] = {"type": "string"}
+            strict["properties"]["kind"] = {"type": "string"}
+            strict["properties"]["metadata"] = OBJECT_META_SCHEMA
+            strict["additionalProperties"] = False
+            self._validator = jsonschema.Draft7Validator(strict)
+        return self._validator
 
 
 def load_crds(crd_dir: str) -> dict[tuple[str, str, str], CrdVersion]:
@@ -124,7 +139,7 @@ def load_crds(crd_dir: str) -> dict[tuple[str, str, str], CrdVersion]:
     index: dict[tuple[str, str, str], CrdVersion] = {}
     for path in files:
         with open(path, encoding="utf-8") as fh:
-            for doc in yaml.safe_load_all(fh):
+            for doc in yaml.load_all(fh, Loader=SafeLoader):
                 for crd in _crd_items(doc):
                     spec = crd["spec"]
                     group, kind = spec["group"], spec["names"]["kind"]
@@ -134,15 +149,7 @@ def load_crds(crd_dir: str) -> dict[tuple[str, str, str], CrdVersion]:
                         schema = (ver.get("schema") or {}).get("openAPIV3Schema")
                         if schema is None:
                             continue
-                        strict = strict_schema(schema)
-                        strict.setdefault("properties", {})
-                        strict["properties"]["apiVersion"] = {"type": "string"}
-                        strict["properties"]["kind"] = {"type": "string"}
-                        strict["properties"]["metadata"] = OBJECT_META_SCHEMA
-                        strict["additionalProperties"] = False
-                        index[(group, ver["name"], kind)] = CrdVersion(
-                            crd["metadata"]["name"], path, schema, strict
-                        )
+                        index[(group, ver["name"], kind)] = CrdVersion(crd["metadata"]["name"], path, schema)
     return index
 
 
@@ -304,7 +311,7 @@ def check_durations(schema, value, path, errors):
 def iter_docs(paths):
     for path in paths:
         with open(path, encoding="utf-8") as fh:
-            for index, doc in enumerate(yaml.safe_load_all(fh)):
+            for index, doc in enumerate(yaml.load_all(fh, Loader=SafeLoader)):
                 if doc is not None:
                     yield path, index, doc
 
@@ -332,8 +339,7 @@ def validate(paths, crd_dir):
             errors.append(f"{where}: no served CRD for {api_version} {kind} in {crd_dir}")
             continue
         checked += 1
-        validator = jsonschema.Draft7Validator(crd.strict)
-        for err in sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path)):
+        for err in sorted(crd.validator().iter_errors(doc), key=lambda e: list(e.absolute_path)):
             loc = ".".join(str(p) for p in err.absolute_path) or "<root>"
             errors.append(f"{where}: {loc}: {err.message}")
         check_durations(crd.schema, doc, "", errors)
