@@ -201,11 +201,11 @@ def check_agents(r: Render, routes: dict, route_origin: str, compose_images: dic
         if repo != f"agent-mesh/{app}" or not tag or tag == "latest":
             r.fail(f"Deployment/{dname}: image {image!r} is not agent-mesh/{app}:<pinned tag>")
         if compose_images is not None:
-            want = compose_images.get(app)
-            if want is None:
-                r.fail(f"Deployment/{dname}: compose defines no image for {app}")
-            elif want != image:
-                r.fail(f"Deployment/{dname}: image {image!r} differs from compose's {want!r}")
+            want = compose_images.get(app) or set()
+            if not want:
+                r.fail(f"Deployment/{dname}: compose builds no agent-mesh/{app} image")
+            elif image not in want:
+                r.fail(f"Deployment/{dname}: image {image!r} differs from compose's {sorted(want)}")
         # Probes point at real routes on the http port.
         for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
             spec = c.get(probe)
@@ -492,16 +492,19 @@ def _label_selector_matches(sel: dict, labels: dict) -> bool:
 
 
 def compose_images(repo: str):
+    """Images compose builds for each agent, found by image name (agent-mesh/<agent>:<tag>)
+    whatever the compose service is called; None when the repo has no compose file."""
     for name in ("docker-compose.yml", "docker-compose.yaml", "compose.yml", "compose.yaml"):
         path = os.path.join(repo, name)
         if os.path.exists(path):
             with open(path, encoding="utf-8") as fh:
                 doc = yaml.load(fh, Loader=SafeLoader) or {}
-            images = {}
-            for sname, svc in (doc.get("services") or {}).items():
-                image = (svc or {}).get("image")
-                if sname in AGENTS and image:
-                    images[sname] = image
+            images = {app: set() for app in AGENTS}
+            for svc in (doc.get("services") or {}).values():
+                image = str((svc or {}).get("image") or "")
+                for app in AGENTS:
+                    if image.startswith(f"agent-mesh/{app}:"):
+                        images[app].add(image)
             return images, path
     return None, None
 
@@ -541,6 +544,8 @@ def main(argv=None):
     images, compose_path = compose_images(args.repo)
     if images is None:
         print("consistency: no docker-compose.yml/compose.yaml in the repo; image names checked against the contract only")
+    else:
+        print(f"consistency: agent images in {os.path.basename(compose_path)}: " + "; ".join(f"{a}: {sorted(images[a])}" for a in AGENTS))
 
     errors: list[str] = []
     check_seed_pair(args.repo, errors)

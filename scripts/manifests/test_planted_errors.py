@@ -158,7 +158,12 @@ def test_checkov_skip_needs_a_reason(repo, tmp_path):
 
 def test_checkov_checks_dockerfiles_when_present(repo, tmp_path):
     (repo / "data").mkdir(exist_ok=True)
-    (repo / "data" / "Dockerfile.planted").write_text("FROM debian:13\nCOPY . /app\nRUN apt-get update\n", encoding="utf-8")
+    # Several faults at once (latest tag, ADD of a URL, root as the last USER), so the test
+    # keeps failing even if a reasoned skip is later added for one of them.
+    (repo / "data" / "Dockerfile.planted").write_text(
+        "FROM debian:latest\nADD https://example.invalid/app.tar.gz /app/\nUSER root\nCMD [\"/app/run\"]\n",
+        encoding="utf-8",
+    )
     assert_fails(step_errors(repo, tmp_path, "checkov"), "checkov dockerfile")
 
 
@@ -197,10 +202,10 @@ def test_consistency_compares_images_with_compose(repo, tmp_path):
         if (repo / name).exists():
             (repo / name).unlink()
     (repo / "docker-compose.yml").write_text(
-        "services:\n  data:\n    image: agent-mesh/data:0.2.0\n  recommendation:\n    image: agent-mesh/recommendation:0.1.0\n",
+        "services:\n  data-agent:\n    image: agent-mesh/data:0.2.0\n  recommendation:\n    image: agent-mesh/recommendation:0.1.0\n",
         encoding="utf-8",
     )
-    assert_fails(step_errors(repo, tmp_path, "consistency"), "differs from compose's 'agent-mesh/data:0.2.0'")
+    assert_fails(step_errors(repo, tmp_path, "consistency"), "differs from compose's ['agent-mesh/data:0.2.0']")
 
 
 def test_consistency_reads_routes_from_code(repo, tmp_path, monkeypatch):
