@@ -9,6 +9,7 @@ use axum::{Json, Router, routing::get};
 use serde::{Deserialize, Serialize};
 use shared::{
     health::Health,
+    limits::Limits,
     server::{DrainOutcome, ServeOptions},
 };
 use tokio::net::TcpListener;
@@ -29,12 +30,17 @@ pub struct DataBody {
 pub struct AppState {
     health: Health,
     serve_options: ServeOptions,
+    limits: Limits,
 }
 
 impl AppState {
     /// Builds the state from settings.
     pub fn new(config: &Config) -> Self {
-        Self { health: Health::new(), serve_options: ServeOptions::from(&config.server) }
+        Self {
+            health: Health::new(),
+            serve_options: ServeOptions::from(&config.server),
+            limits: Limits::from(&config.server),
+        }
     }
 
     /// Readiness of this process (tests use it to observe draining).
@@ -66,7 +72,7 @@ pub fn router(state: AppState) -> Router {
         .route("/data", get(get_data))
         .merge(shared::health::routes(state.health.clone()))
         .merge(shared::docs::routes(ApiDoc::openapi()));
-    shared::middleware::apply(app)
+    shared::middleware::apply(app, state.limits)
 }
 
 /// Serves until `shutdown` completes, then drains (see [`shared::server`]).

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use shared::{
     health::Health,
+    limits::Limits,
     propagation::TraceHeaders,
     server::{DrainOutcome, ServeOptions},
     validation::{QueryParams, ValidationErrorBody},
@@ -52,6 +53,7 @@ pub struct AppState {
     health: Health,
     data: DataClient,
     serve_options: ServeOptions,
+    limits: Limits,
 }
 
 impl AppState {
@@ -60,7 +62,12 @@ impl AppState {
         let data = DataClient::new(&config.data)?;
         let reachability = data.clone();
         let health = Health::new().with_details(move || serde_json::json!({ "data": reachability.reachability() }));
-        Ok(Self { health, data, serve_options: ServeOptions::from(&config.server) })
+        Ok(Self {
+            health,
+            data,
+            serve_options: ServeOptions::from(&config.server),
+            limits: Limits::from(&config.server),
+        })
     }
 
     /// Readiness of this process (tests use it to observe draining).
@@ -115,7 +122,7 @@ pub fn router(state: AppState) -> Router {
         .with_state(state.clone())
         .merge(shared::health::routes(state.health.clone()))
         .merge(shared::docs::routes(ApiDoc::openapi()));
-    shared::middleware::apply(app)
+    shared::middleware::apply(app, state.limits)
 }
 
 /// Serves until `shutdown` completes, then drains (see [`shared::server`]).
