@@ -27,7 +27,19 @@ async fn main() -> ExitCode {
     };
     tracing::info!(addr = %listener.local_addr().unwrap_or(addr), version = env!("CARGO_PKG_VERSION"), "data agent listening");
 
-    match data::run(listener, AppState::new(&config), shared::shutdown::signal()).await {
+    let state = AppState::new(&config);
+    if state.faults().is_active() {
+        let faults = state.faults().args();
+        tracing::warn!(
+            status = faults.fault_status,
+            delay_ms = faults.fault_delay.as_millis() as u64,
+            body = faults.fault_body.map(|b| format!("{b:?}").to_lowercase()),
+            first = faults.fault_first,
+            "fault injection is on: GET /data misbehaves deliberately"
+        );
+    }
+
+    match data::run(listener, state, shared::shutdown::signal()).await {
         Ok(outcome) => outcome.exit_code(),
         Err(err) => {
             tracing::error!(error = %err, "server failed");
