@@ -12,6 +12,9 @@ async fn main() -> ExitCode {
     if command == Some(Subcommand::Healthcheck) {
         return shared::healthcheck::run(config.server.bind_addr, config.server.port).await;
     }
+    if let Err((setting, why)) = config.data.check() {
+        shared::config::exit_bad_setting(setting, &why);
+    }
     if let Err(err) = shared::telemetry::init(config.server.log_format, &config.server.log_filter) {
         eprintln!("cannot start logging: {err}");
         return ExitCode::FAILURE;
