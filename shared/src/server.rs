@@ -7,7 +7,7 @@
 //! `shutdown_delay` (so load balancers notice before connections are refused); then the listener closes, idle
 //! keep-alive connections are closed, and in-flight requests get up to `drain_timeout` to finish.
 
-use std::{future::Future, io, process::ExitCode, time::Duration};
+use std::{future::Future, io, process::ExitCode, sync::Arc, time::Duration};
 
 use axum::{Router, body::Body, extract::Request};
 use hyper::body::Incoming;
@@ -16,7 +16,7 @@ use hyper_util::{
     server::{conn::auto, graceful::GracefulShutdown},
     service::TowerToHyperService,
 };
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::Notify};
 use tower::ServiceExt;
 
 use crate::{config::ServerArgs, health::Health};
@@ -73,10 +73,12 @@ pub async fn serve(
     builder.http1().timer(TokioTimer::new()).header_read_timeout(options.header_read_timeout);
     let graceful = GracefulShutdown::new();
 
-    accept_until(&listener, &builder, &graceful, &app, shutdown).await;
+    let first_request_timeout = options.header_read_timeout;
+    accept_until(&listener, &builder, &graceful, &app, first_request_timeout, shutdown).await;
     health.start_draining();
     tracing::info!(delay_ms = options.shutdown_delay.as_millis() as u64, "readiness now failing; draining soon");
-    accept_until(&listener, &builder, &graceful, &app, tokio::time::sleep(options.shutdown_delay)).await;
+    let delay = tokio::time::sleep(options.shutdown_delay);
+    accept_until(&listener, &builder, &graceful, &app, first_request_timeout, delay).await;
     drop(listener);
 
     tracing::info!(
@@ -100,6 +102,7 @@ async fn accept_until(
     builder: &auto::Builder<TokioExecutor>,
     graceful: &GracefulShutdown,
     app: &Router,
+    header_read_timeout: Duration,
     until: impl Future<Output = ()>,
 ) {
     tokio::pin!(until);
@@ -120,11 +123,30 @@ async fn accept_until(
         if let Err(err) = stream.set_nodelay(true) {
             tracing::debug!(error = %err, "cannot set TCP_NODELAY");
         }
-        let service = TowerToHyperService::new(app.clone().map_request(|req: Request<Incoming>| req.map(Body::new)));
+        // hyper's header read timeout starts only once the connection is known to speak HTTP/1; a client that sends
+        // nothing (or a slow HTTP/2 preface) would hold the connection forever. So the first request must arrive
+        // within the same bound, or the connection is dropped.
+        let first_request = Arc::new(Notify::new());
+        let request_seen = first_request.clone();
+        let service = TowerToHyperService::new(app.clone().map_request(move |req: Request<Incoming>| {
+            request_seen.notify_one();
+            req.map(Body::new)
+        }));
         let connection =
             graceful.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned());
         tokio::spawn(async move {
-            if let Err(err) = connection.await {
+            tokio::pin!(connection);
+            let ended = tokio::select! {
+                ended = &mut connection => ended,
+                first = tokio::time::timeout(header_read_timeout, first_request.notified()) => match first {
+                    Ok(()) => connection.await,
+                    Err(_) => {
+                        tracing::debug!("no request within the header read timeout; closing the connection");
+                        return;
+                    }
+                },
+            };
+            if let Err(err) = ended {
                 tracing::debug!(error = %err, "connection ended with an error");
             }
         });
