@@ -90,18 +90,20 @@ mod tests {
 
     use axum::{http::Request, routing::get};
     use http_body_util::BodyExt;
-    use tokio::sync::Notify;
+    use tokio::sync::{Notify, mpsc};
     use tower::ServiceExt;
 
     use super::*;
 
-    fn gated_app(limits: Limits, gate: Arc<Notify>) -> Router {
+    /// `/work` announces each request on `entered`, then holds it until `gate` is notified.
+    fn gated_app(limits: Limits, entered: mpsc::UnboundedSender<()>, gate: Arc<Notify>) -> Router {
         let app = Router::new()
             .route(
                 "/work",
                 get(move || {
-                    let gate = gate.clone();
+                    let (entered, gate) = (entered.clone(), gate.clone());
                     async move {
+                        let _ = entered.send(());
                         gate.notified().await;
                         "done"
                     }
@@ -115,38 +117,38 @@ mod tests {
         String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
     }
 
+    fn request(uri: &str) -> Request<Body> {
+        Request::get(uri).body(Body::empty()).unwrap()
+    }
+
     #[tokio::test]
     async fn requests_beyond_the_bound_are_shed_at_once_but_probes_are_not() {
+        let (entered_tx, mut entered) = mpsc::unbounded_channel();
         let gate = Arc::new(Notify::new());
-        let app = gated_app(Limits { max_in_flight: 1, max_body_bytes: 16 }, gate.clone());
-        let held = tokio::spawn(app.clone().oneshot(Request::get("/work").body(Body::empty()).unwrap()));
-        // Wait (bounded) until the first request holds the only slot: the next one must then be shed.
-        let shed = tokio::time::timeout(Duration::from_secs(5), async {
-            loop {
-                let response = app.clone().oneshot(Request::get("/work").body(Body::empty()).unwrap()).await.unwrap();
-                if response.status() == StatusCode::SERVICE_UNAVAILABLE {
-                    break response;
-                }
-                tokio::task::yield_now().await;
-            }
-        })
-        .await
-        .expect("a second request is shed while the first holds the slot");
+        let app = gated_app(Limits { max_in_flight: 1, max_body_bytes: 16 }, entered_tx, gate.clone());
+        let held = tokio::spawn(app.clone().oneshot(request("/work")));
+        tokio::time::timeout(Duration::from_secs(5), entered.recv()).await.expect("the first request is handled");
+
+        let shed = app.clone().oneshot(request("/work")).await.unwrap();
+        assert_eq!(shed.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(shed.headers()[RETRY_AFTER], "1");
         assert_eq!(body_of(shed).await, r#"{"detail":"The agent is at capacity; try again shortly."}"#);
-
-        let probe = app.clone().oneshot(Request::get("/healthz").body(Body::empty()).unwrap()).await.unwrap();
+        let probe = app.clone().oneshot(request("/healthz")).await.unwrap();
         assert_eq!(probe.status(), StatusCode::OK, "probes are never shed");
 
         gate.notify_one();
         assert_eq!(held.await.unwrap().unwrap().status(), StatusCode::OK);
-        let after = app.oneshot(Request::get("/healthz").body(Body::empty()).unwrap()).await.unwrap();
-        assert_eq!(after.status(), StatusCode::OK);
+        // The slot is free again once the held request is answered.
+        let next = tokio::spawn(app.oneshot(request("/work")));
+        tokio::time::timeout(Duration::from_secs(5), entered.recv()).await.expect("admitted after the slot freed");
+        gate.notify_one();
+        assert_eq!(next.await.unwrap().unwrap().status(), StatusCode::OK);
     }
 
     #[tokio::test]
     async fn a_declared_body_over_the_limit_is_413_json() {
-        let app = gated_app(Limits { max_in_flight: 4, max_body_bytes: 16 }, Arc::new(Notify::new()));
+        let app =
+            gated_app(Limits { max_in_flight: 4, max_body_bytes: 16 }, mpsc::unbounded_channel().0, Arc::default());
         let request = Request::get("/healthz").header(CONTENT_LENGTH, "17").body(Body::from(vec![b'x'; 17])).unwrap();
         let response = app.oneshot(request).await.unwrap();
         assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
