@@ -280,3 +280,34 @@ fn describe_metrics() {
         "Requests answered with the last good data because data was unavailable"
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn cache(ttl: Duration) -> StaleCache {
+        StaleCache { ttl, last_good: Arc::default() }
+    }
+
+    #[test]
+    fn the_stale_cache_is_off_at_ttl_zero() {
+        let off = cache(Duration::ZERO);
+        off.store(&json!({"processed_data": "some_insights"}));
+        assert!(off.get().is_none());
+        assert!(off.last_good.lock().unwrap().is_none(), "nothing is even kept");
+    }
+
+    #[test]
+    fn a_stale_answer_is_given_within_the_ttl_and_never_after() {
+        let stale = cache(Duration::from_millis(30));
+        assert!(stale.get().is_none(), "nothing cached before the first good answer");
+        stale.store(&json!({"processed_data": "some_insights"}));
+        let (data, age) = stale.get().expect("within the TTL");
+        assert_eq!(data, json!({"processed_data": "some_insights"}));
+        assert!(age <= Duration::from_millis(30));
+        std::thread::sleep(Duration::from_millis(40)); // the passing of time is what is tested
+        assert!(stale.get().is_none(), "older than the TTL");
+    }
+}
