@@ -58,7 +58,7 @@ impl AppState {
     }
 
     /// The fault injection in effect, with its count of `GET /data` requests.
-    pub fn faults(&self) -> &Faults {
+    pub fn faults(&self) -> &Arc<Faults> {
         &self.faults
     }
 }
