@@ -2,19 +2,27 @@
 //! FastAPI agent answers, plus health probes and API docs.
 
 pub mod config;
+pub mod faults;
 
-use std::{future::Future, io};
+use std::{future::Future, io, sync::Arc};
 
-use axum::{Json, Router, routing::get};
+use axum::{
+    Json, Router,
+    extract::State,
+    response::{IntoResponse, Response},
+    routing::get,
+};
 use serde::{Deserialize, Serialize};
 use shared::{
     health::Health,
+    limits::Limits,
     server::{DrainOutcome, ServeOptions},
 };
 use tokio::net::TcpListener;
 use utoipa::{OpenApi, ToSchema};
 
 pub use config::{Cli, Config};
+pub use faults::Faults;
 
 /// What `GET /data` returns.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -29,25 +37,40 @@ pub struct DataBody {
 pub struct AppState {
     health: Health,
     serve_options: ServeOptions,
+    limits: Limits,
+    faults: Arc<Faults>,
 }
 
 impl AppState {
     /// Builds the state from settings.
     pub fn new(config: &Config) -> Self {
-        Self { health: Health::new(), serve_options: ServeOptions::from(&config.server) }
+        Self {
+            health: Health::new(),
+            serve_options: ServeOptions::from(&config.server),
+            limits: Limits::from(&config.server),
+            faults: Arc::new(Faults::new(config.faults.clone())),
+        }
     }
 
     /// Readiness of this process (tests use it to observe draining).
     pub fn health(&self) -> &Health {
         &self.health
     }
+
+    /// The fault injection in effect, with its count of `GET /data` requests.
+    pub fn faults(&self) -> &Arc<Faults> {
+        &self.faults
+    }
 }
 
 /// The processed insights.
 #[utoipa::path(get, path = "/data", tag = "data",
     responses((status = 200, description = "The processed insights", body = DataBody)))]
-pub async fn get_data() -> Json<DataBody> {
-    Json(DataBody { processed_data: "some_insights".to_owned() })
+pub async fn get_data(State(faults): State<Arc<Faults>>) -> Response {
+    if let Some(faulty) = faults.intercept().await {
+        return faulty;
+    }
+    Json(DataBody { processed_data: "some_insights".to_owned() }).into_response()
 }
 
 /// The OpenAPI description of every route.
@@ -64,9 +87,10 @@ pub struct ApiDoc;
 pub fn router(state: AppState) -> Router {
     let app = Router::new()
         .route("/data", get(get_data))
+        .with_state(state.faults.clone())
         .merge(shared::health::routes(state.health.clone()))
         .merge(shared::docs::routes(ApiDoc::openapi()));
-    shared::middleware::apply(app)
+    shared::middleware::apply(app, state.limits)
 }
 
 /// Serves until `shutdown` completes, then drains (see [`shared::server`]).

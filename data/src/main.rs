@@ -15,6 +15,8 @@ fn main() -> ExitCode {
         shared::telemetry::init(config.server.log_format, &config.server.log_filter)?;
         let listener = shared::server::bind(&config.server).await?;
         tracing::info!(addr = %listener.local_addr()?, version = env!("CARGO_PKG_VERSION"), "data agent listening");
-        Ok(data::run(listener, AppState::new(&config), shutdown).await?.exit_code())
+        let state = AppState::new(&config);
+        state.faults().warn_if_active();
+        Ok(data::run(listener, state, shutdown).await?.exit_code())
     })
 }

@@ -1,17 +1,26 @@
 //! The recommendation agent: `GET /recommend` fetches the data agent's answer (directly or through Dapr) and
 //! answers `{"recommendation":"Based on data","data":<that answer>}`, as the original FastAPI agent does.
 
+pub mod breaker;
 pub mod config;
 pub mod data_client;
 pub mod error;
+pub mod retry;
 
 use std::{future::Future, io};
 
-use axum::{Json, Router, extract::State, routing::get};
+use axum::{
+    Json, Router,
+    extract::State,
+    http::HeaderValue,
+    response::{IntoResponse, Response},
+    routing::get,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use shared::{
     health::Health,
+    limits::Limits,
     propagation::TraceHeaders,
     server::{DrainOutcome, ServeOptions},
     validation::{QueryParams, ValidationErrorBody},
@@ -20,7 +29,7 @@ use tokio::net::TcpListener;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 pub use config::{Cli, Config};
-pub use data_client::DataClient;
+pub use data_client::{DataAnswer, DataClient};
 pub use error::Error;
 
 /// Accepted values of `limit` (FastAPI: `Query(ge=1, le=100)`).
@@ -52,6 +61,7 @@ pub struct AppState {
     health: Health,
     data: DataClient,
     serve_options: ServeOptions,
+    limits: Limits,
 }
 
 impl AppState {
@@ -60,7 +70,12 @@ impl AppState {
         let data = DataClient::new(&config.data)?;
         let reachability = data.clone();
         let health = Health::new().with_details(move || serde_json::json!({ "data": reachability.reachability() }));
-        Ok(Self { health, data, serve_options: ServeOptions::from(&config.server) })
+        Ok(Self {
+            health,
+            data,
+            serve_options: ServeOptions::from(&config.server),
+            limits: Limits::from(&config.server),
+        })
     }
 
     /// Readiness of this process (tests use it to observe draining).
@@ -74,28 +89,47 @@ impl AppState {
     }
 }
 
+/// Header set to `true` on a 200 built on the last good data answer because data was unavailable.
+pub const DATA_STALE: &str = "x-data-stale";
+/// Header giving the age in whole seconds of the stale data answer a 200 was built on.
+pub const DATA_AGE: &str = "x-data-age";
+
 /// A recommendation built on the data agent's current answer.
 #[utoipa::path(get, path = "/recommend", tag = "recommendation", params(RecommendParams),
     responses(
-        (status = 200, description = "The recommendation", body = RecommendationBody),
+        (status = 200, description = "The recommendation. When data is unavailable and STALE_CACHE_TTL allows it, \
+            built on the last good data answer and marked by the stale headers", body = RecommendationBody,
+            headers(
+                ("x-data-stale" = String, description = "`true` when the data part is a cached, stale answer"),
+                ("x-data-age" = u64, description = "Age in seconds of the stale data answer"),
+            )),
         (status = 422, description = "A query parameter is invalid", body = ValidationErrorBody),
         (status = 502, description = "The data agent answered with an error status or a body that is not JSON",
             body = shared::errors::ErrorBody),
-        (status = 503, description = "The data agent is unreachable (see Retry-After)", body = shared::errors::ErrorBody),
-        (status = 504, description = "The data agent did not answer within the data timeout",
+        (status = 503, description = "The data agent is unreachable, its circuit breaker is open, or this agent is \
+            at capacity (see Retry-After)", body = shared::errors::ErrorBody,
+            headers(("retry-after" = u64, description = "Seconds to wait before trying again"))),
+        (status = 504, description = "The data agent did not answer within the data timeout or the request deadline",
             body = shared::errors::ErrorBody),
     ))]
 pub async fn recommend(
     State(state): State<AppState>,
     query: QueryParams,
     trace: TraceHeaders,
-) -> Result<Json<RecommendationBody>, Error> {
+) -> Result<Response, Error> {
     let limit = query
         .optional_int("limit", LIMIT_RANGE)
         .map_err(|issue| Error::Validation(ValidationErrorBody { detail: vec![*issue] }))?;
     tracing::debug!(limit, "recommendation requested");
-    let data = state.data.fetch(&trace).await?;
-    Ok(Json(RecommendationBody { recommendation: "Based on data".to_owned(), data }))
+    let DataAnswer { data, stale_age } = state.data.fetch(&trace).await?;
+    let body = Json(RecommendationBody { recommendation: "Based on data".to_owned(), data });
+    Ok(match stale_age {
+        None => body.into_response(),
+        Some(age) => {
+            ([(DATA_STALE, HeaderValue::from_static("true")), (DATA_AGE, HeaderValue::from(age.as_secs()))], body)
+                .into_response()
+        }
+    })
 }
 
 /// The OpenAPI description of every route.
@@ -115,7 +149,7 @@ pub fn router(state: AppState) -> Router {
         .with_state(state.clone())
         .merge(shared::health::routes(state.health.clone()))
         .merge(shared::docs::routes(ApiDoc::openapi()));
-    shared::middleware::apply(app)
+    shared::middleware::apply(app, state.limits)
 }
 
 /// Serves until `shutdown` completes, then drains (see [`shared::server`]).
