@@ -727,3 +727,60 @@ fn bootstrap(node_id: &str, admin: &Addr, listeners: Vec<Value>, clusters: Vec<V
         "static_resources": {"listeners": listeners, "clusters": clusters},
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::IstioDuration;
+
+    fn retry(attempts: u32, retry_on: Option<&str>) -> HttpRetry {
+        HttpRetry {
+            attempts,
+            per_try_timeout: Some(IstioDuration(Duration::from_millis(2500))),
+            retry_on: retry_on.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn retries_map_like_istiod() {
+        let default = retry_policy(None).expect("no retries block = istiod's default policy");
+        assert_eq!(default["num_retries"], 2);
+        assert_eq!(default["retriable_status_codes"], json!([503]));
+        assert!(retry_policy(Some(&retry(0, None))).is_none(), "attempts 0 disables retries");
+        let p = retry_policy(Some(&retry(3, Some("5xx, 429 ,connect-failure,503")))).unwrap();
+        assert_eq!(p["num_retries"], 3);
+        assert_eq!(p["retry_on"], "5xx,connect-failure,retriable-status-codes");
+        assert_eq!(p["retriable_status_codes"], json!([429, 503]));
+        assert_eq!(p["per_try_timeout"], "2.500000000s");
+        assert_eq!(p["retry_host_predicate"][0]["name"], "envoy.retry_host_predicates.previous_hosts");
+        let p = retry_policy(Some(&retry(1, Some("reset")))).unwrap();
+        assert_eq!(p["retry_on"], "reset");
+        assert!(p.get("retriable_status_codes").is_none());
+    }
+
+    #[test]
+    fn outlier_detection_maps_like_istiod() {
+        let od = OutlierDetection {
+            consecutive_5xx_errors: Some(7),
+            interval: Some(IstioDuration(Duration::from_secs(30))),
+            base_ejection_time: None,
+            max_ejection_percent: Some(50),
+            min_health_percent: None,
+        };
+        let (out, panic) = outlier_detection(&od);
+        assert_eq!(out["consecutive_5xx"], 7);
+        assert_eq!(out["enforcing_consecutive_5xx"], 100);
+        assert_eq!(out["enforcing_success_rate"], 0);
+        assert_eq!(out["interval"], "30.000000000s");
+        assert_eq!(out["max_ejection_percent"], 50);
+        assert_eq!(panic, 0, "Istio's panic threshold default is 0, not Envoy's 50");
+        let (off, _) = outlier_detection(&OutlierDetection { consecutive_5xx_errors: Some(0), ..od });
+        assert_eq!(off["enforcing_consecutive_5xx"], 0);
+    }
+
+    #[test]
+    fn fault_percentages_are_over_a_million() {
+        assert_eq!(fractional(Some(Percent { value: 0.1 })), json!({"numerator": 1000, "denominator": "MILLION"}));
+        assert_eq!(fractional(None), json!({"numerator": 1_000_000, "denominator": "MILLION"}));
+    }
+}

@@ -544,3 +544,68 @@ impl Manifests {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VS: &str = "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: data, namespace: agents}
+spec:
+  hosts: [data.agents.svc.cluster.local]
+  http:
+    - route:
+        - destination: {host: data.agents.svc.cluster.local, port: {number: 8000}}
+";
+
+    #[test]
+    fn the_repo_manifests_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../istio");
+        let m = Manifests::load(&dir).expect("istio/ parses");
+        assert_eq!(m.virtual_services.len(), 2);
+        assert_eq!(m.destination_rules.len(), 2);
+        for example in ["fault-abort.yaml", "fault-delay.yaml"] {
+            let mut m = m.clone();
+            m.replace_virtual_service(&dir.join("examples").join(example)).expect("example parses");
+            assert_eq!(m.virtual_services.len(), 2, "{example} replaces the data VirtualService");
+        }
+    }
+
+    #[test]
+    fn unsupported_fields_fail_loudly() {
+        let mut m = Manifests::default();
+        m.add_yaml(VS).expect("minimal VirtualService");
+        for (from, to) in [
+            ("    - route:", "    - mirror: {host: x}\n      route:"),
+            ("  http:", "  gateways: [agents]\n  http:"),
+            ("port: {number: 8000}", "port: {number: 8000}, weight: 100, headers: {}"),
+        ] {
+            let err = Manifests::default().add_yaml(&VS.replace(from, to)).expect_err(to);
+            assert!(err.contains("unknown field"), "{err}");
+        }
+        let ap = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: a, namespace: n}\n\
+                  spec:\n  rules:\n    - from:\n        - source: {notPrincipals: [x], principals: [y]}\n";
+        assert!(Manifests::default().add_yaml(ap).unwrap_err().contains("notPrincipals"));
+        let wrong_api = VS.replace("networking.istio.io/v1", "networking.istio.io/v1alpha3");
+        assert!(Manifests::default().add_yaml(&wrong_api).is_err());
+        assert!(Manifests::default().add_yaml("apiVersion: v1\nkind: Service\nmetadata: {name: a}\n").is_err());
+    }
+
+    #[test]
+    fn peer_authentication_precedence_and_default() {
+        let mut m = Manifests::default();
+        let labels: BTreeMap<String, String> = [("app".to_owned(), "data".to_owned())].into();
+        assert_eq!(m.peer_mode("agents", &labels), "PERMISSIVE");
+        m.add_yaml(
+            "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: d, namespace: agents}\n\
+             spec: {mtls: {mode: STRICT}}\n---\n\
+             apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: w, namespace: agents}\n\
+             spec: {selector: {matchLabels: {app: data}}, mtls: {mode: DISABLE}}\n",
+        )
+        .unwrap();
+        assert_eq!(m.peer_mode("agents", &labels), "DISABLE");
+        assert_eq!(m.peer_mode("agents", &BTreeMap::new()), "STRICT");
+        assert_eq!(m.peer_mode("other", &labels), "PERMISSIVE");
+    }
+}
