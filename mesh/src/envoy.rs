@@ -218,6 +218,7 @@ pub fn client_bootstrap(m: &Manifests, sidecar: &ClientSidecar) -> Result<Value,
         // istiod builds the subset-less cluster for every service port, and one per subset.
         let ports: Vec<u16> = {
             let mut p: Vec<u16> = wanted.iter().map(|(p, _)| *p).collect();
+            p.sort_unstable();
             p.dedup();
             p
         };

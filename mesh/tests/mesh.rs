@@ -9,7 +9,7 @@ use std::{
 
 use mesh::{Endpoint, Manifests, envoy};
 use serde_json::Value;
-use support::{Envoy, StandIn, TempDir, World, assert_binomial, http};
+use support::{StandIn, TempDir, World, assert_binomial, http};
 
 fn local(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
@@ -271,7 +271,7 @@ async fn authorization_allows_only_the_declared_caller_method_and_path() {
     let other_path =
         ["/healthz", "/openapi.json", "/not-allowed"].into_iter().find(|p| !op.paths.iter().any(|x| x == p)).unwrap();
     let data = StandIn::start("data", None).await;
-    let (_client, port, server, _) = w.data_pair(data.addr).await;
+    let (_client, port, server, server_port) = w.data_pair(data.addr).await;
     let base = format!("http://127.0.0.1:{port}");
     let m = |s: &str| reqwest::Method::from_bytes(s.as_bytes()).unwrap();
 
@@ -287,7 +287,7 @@ async fn authorization_allows_only_the_declared_caller_method_and_path() {
         .client(
             "intruder-client",
             intruder,
-            vec![(w.data_host.clone(), vec![Endpoint::version(local(w_port(&server, &w).await), "v1")], "data".into())],
+            vec![(w.data_host.clone(), vec![Endpoint::version(local(server_port), "v1")], "data".into())],
         )
         .await;
     let r = http().request(m(&method), format!("http://127.0.0.1:{}{path}", ports[0])).send().await.unwrap();
@@ -297,10 +297,6 @@ async fn authorization_allows_only_the_declared_caller_method_and_path() {
     assert_eq!(server.stat(&format!("http.{prefix}.rbac.denied")).await, 3);
     assert_eq!(server.stat(&format!("http.{prefix}.rbac.allowed")).await, 1);
     assert_eq!(data.total(), 1, "only the allowed request reached data");
-}
-
-async fn w_port(server: &Envoy, _w: &World) -> u16 {
-    server.listener_port(&envoy::inbound_listener_name(8000)).await
 }
 
 /// Outlier detection: with one replica always answering 500, it is ejected after exactly consecutive5xxErrors
@@ -344,7 +340,7 @@ async fn outlier_detection_ejects_the_failing_replica() {
         assert_eq!(r.status(), 200);
     }
     assert_eq!(bad.total(), threshold, "the ejected replica still got traffic");
-    println!("outlier: ejected after {threshold} errors, {sent} requests; then 50/50 to the healthy replica");
+    println!("outlier: ejected after {threshold} errors, {sent} requests; then all of 50 more to the healthy replica");
 }
 
 /// Canary: 1000 calls to recommendation split by the VirtualService weights, within binomial tolerance.
