@@ -13,8 +13,13 @@ fn main() -> ExitCode {
         }
         let shutdown = shared::shutdown::listen()?;
         shared::telemetry::init(config.server.log_format, &config.server.log_filter)?;
+        let mut state = AppState::new(&config);
+        if let Some(sidecar) = state.sidecar() {
+            let token = config.dapr.start_with_sidecar(sidecar).await?;
+            state.set_app_api_token(token);
+        }
         let listener = shared::server::bind(&config.server).await?;
         tracing::info!(addr = %listener.local_addr()?, version = env!("CARGO_PKG_VERSION"), "data agent listening");
-        Ok(data::run(listener, AppState::new(&config), shutdown).await?.exit_code())
+        Ok(data::run(listener, state, shutdown).await?.exit_code())
     })
 }
