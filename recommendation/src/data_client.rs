@@ -5,7 +5,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use reqwest::header::{ACCEPT, CONTENT_LENGTH, HeaderValue};
+use reqwest::header::{ACCEPT, CONTENT_LENGTH, HeaderMap, HeaderValue};
 use serde::Serialize;
 use serde_json::Value;
 use shared::propagation::TraceHeaders;
@@ -30,6 +30,8 @@ pub struct DataClient {
     mode: DataMode,
     endpoint: Url,
     last_call: Arc<Mutex<Option<LastCall>>>,
+    /// Headers only the sidecar may see (`dapr-api-token`); empty in direct mode.
+    sidecar_headers: HeaderMap,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -68,7 +70,22 @@ impl DataClient {
             // never reused just as the server closes it.
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .build()?;
-        Ok(Self { http, mode: args.mode(), endpoint: args.data_endpoint(), last_call: Arc::default() })
+        Ok(Self {
+            http,
+            mode: args.mode(),
+            endpoint: args.data_endpoint(),
+            last_call: Arc::default(),
+            sidecar_headers: HeaderMap::new(),
+        })
+    }
+
+    /// Adds headers for the Dapr sidecar (its API token) to every call; ignored in direct mode, so a token never
+    /// leaves for DATA_URL.
+    pub fn with_sidecar_headers(mut self, headers: HeaderMap) -> Self {
+        if self.mode == DataMode::Dapr {
+            self.sidecar_headers = headers;
+        }
+        self
     }
 
     /// The mode in effect.
@@ -109,6 +126,7 @@ impl DataClient {
             .http
             .get(self.endpoint.clone())
             .headers(trace.headers().clone())
+            .headers(self.sidecar_headers.clone())
             .header(ACCEPT, HeaderValue::from_static("application/json"))
             .send()
             .await

@@ -16,13 +16,20 @@ fn main() -> ExitCode {
         }
         let shutdown = shared::shutdown::listen()?;
         shared::telemetry::init(config.server.log_format, &config.server.log_filter)?;
-        let state = AppState::new(&config)?;
+        let mut state = AppState::new(&config)?;
+        if let Some(sidecar) = state.sidecar() {
+            let token = config.dapr.start_with_sidecar(sidecar).await?;
+            state.set_app_api_token(token);
+        }
+        let (data_cache_ttl, state_backend) = state.describe();
         let listener = shared::server::bind(&config.server).await?;
         tracing::info!(
             addr = %listener.local_addr()?,
             version = env!("CARGO_PKG_VERSION"),
             data_mode = state.data().mode().as_str(),
             data_endpoint = %state.data().endpoint(),
+            data_cache_ttl = ?data_cache_ttl,
+            state_backend,
             "recommendation agent listening"
         );
         Ok(recommendation::run(listener, state, shutdown).await?.exit_code())

@@ -25,6 +25,16 @@ fn issue(kind: &str, loc: Vec<Value>, msg: impl Into<String>, input: Value, ctx:
     ValidationIssue { kind: kind.to_owned(), loc, msg: msg.into(), input, ctx }
 }
 
+fn boxed(
+    kind: &str,
+    loc: Vec<Value>,
+    msg: impl Into<String>,
+    input: Value,
+    ctx: Option<Value>,
+) -> Box<ValidationIssue> {
+    Box::new(issue(kind, loc, msg, input, ctx))
+}
+
 fn reject(issue: ValidationIssue) -> ValidationErrorBody {
     ValidationErrorBody { detail: vec![issue] }
 }
@@ -97,9 +107,7 @@ fn python_json_error(text: &str, err: &serde_json::Error) -> (usize, &'static st
     let shown = err.to_string();
     let message = if shown.starts_with("key must be a string") || shown.starts_with("trailing comma") {
         "Expecting property name enclosed in double quotes"
-    } else if shown.starts_with("expected `,` or `}`") {
-        "Expecting ',' delimiter"
-    } else if shown.starts_with("expected `,` or `]`") {
+    } else if shown.starts_with("expected `,` or `}`") || shown.starts_with("expected `,` or `]`") {
         "Expecting ',' delimiter"
     } else if shown.starts_with("expected `:`") {
         "Expecting ':' delimiter"
@@ -153,7 +161,7 @@ impl<'a> Fields<'a> {
     pub fn string(&mut self, name: &'static str, required: bool, min: usize, max: usize) -> Option<String> {
         let value = self.get(name, required)?;
         let checked = check_string(value, vec![json!("body"), json!(name)], min, max);
-        checked.map_err(|i| self.issues.push(i)).ok()
+        checked.map_err(|i| self.issues.push(*i)).ok()
     }
 
     /// An integer field within `min..=max`, as lenient as pydantic's lax mode (`"7"`, `7.0` and `true` pass).
@@ -165,7 +173,7 @@ impl<'a> Fields<'a> {
             Value::Number(n) => match (n.as_i64(), n.as_f64()) {
                 (Some(i), _) => Ok(i),
                 (None, Some(f)) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(f as i64),
-                _ => Err(issue(
+                _ => Err(boxed(
                     "int_from_float",
                     loc.clone(),
                     "Input should be a valid integer, got a number with a fractional part",
@@ -174,7 +182,7 @@ impl<'a> Fields<'a> {
                 )),
             },
             Value::String(s) => crate::validation::parse_lax_int(s).ok_or_else(|| {
-                issue(
+                boxed(
                     "int_parsing",
                     loc.clone(),
                     "Input should be a valid integer, unable to parse string as an integer",
@@ -182,11 +190,11 @@ impl<'a> Fields<'a> {
                     None,
                 )
             }),
-            _ => Err(issue("int_type", loc.clone(), "Input should be a valid integer", value.clone(), None)),
+            _ => Err(boxed("int_type", loc.clone(), "Input should be a valid integer", value.clone(), None)),
         };
         let checked = parsed.and_then(|n| {
             if n < min {
-                Err(issue(
+                Err(boxed(
                     "greater_than_equal",
                     loc.clone(),
                     format!("Input should be greater than or equal to {min}"),
@@ -194,7 +202,7 @@ impl<'a> Fields<'a> {
                     Some(json!({"ge": min})),
                 ))
             } else if n > max {
-                Err(issue(
+                Err(boxed(
                     "less_than_equal",
                     loc.clone(),
                     format!("Input should be less than or equal to {max}"),
@@ -205,7 +213,7 @@ impl<'a> Fields<'a> {
                 Ok(n)
             }
         });
-        checked.map_err(|i| self.issues.push(i)).ok()
+        checked.map_err(|i| self.issues.push(*i)).ok()
     }
 
     /// A list of at most `max_items` strings, each `min..=max` characters long.
@@ -243,7 +251,7 @@ impl<'a> Fields<'a> {
         for (index, item) in items.iter().enumerate() {
             match check_string(item, vec![json!("body"), json!(name), json!(index)], min, max) {
                 Ok(s) => out.push(s),
-                Err(i) => self.issues.push(i),
+                Err(i) => self.issues.push(*i),
             }
         }
         (self.issues.len() == before).then_some(out)
@@ -266,14 +274,14 @@ impl<'a> Fields<'a> {
     }
 }
 
-fn check_string(value: &Value, loc: Vec<Value>, min: usize, max: usize) -> Result<String, ValidationIssue> {
+fn check_string(value: &Value, loc: Vec<Value>, min: usize, max: usize) -> Result<String, Box<ValidationIssue>> {
     let Value::String(s) = value else {
-        return Err(issue("string_type", loc, "Input should be a valid string", value.clone(), None));
+        return Err(boxed("string_type", loc, "Input should be a valid string", value.clone(), None));
     };
     let len = s.chars().count();
     if len < min {
         let unit = if min == 1 { "character" } else { "characters" };
-        return Err(issue(
+        return Err(boxed(
             "string_too_short",
             loc,
             format!("String should have at least {min} {unit}"),
@@ -283,7 +291,7 @@ fn check_string(value: &Value, loc: Vec<Value>, min: usize, max: usize) -> Resul
     }
     if len > max {
         let unit = if max == 1 { "character" } else { "characters" };
-        return Err(issue(
+        return Err(boxed(
             "string_too_long",
             loc,
             format!("String should have at most {max} {unit}"),

@@ -36,12 +36,12 @@ const OPEN_PATHS: [&str; 5] = ["/healthz", "/readyz", "/metrics", "/openapi.json
 pub struct DaprArgs {
     /// Token sent to the local Dapr sidecar in the `dapr-api-token` header; set it to the sidecar's
     /// DAPR_API_TOKEN when the sidecar requires one.
-    #[arg(long, env = "DAPR_API_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "DAPR_API_TOKEN", hide_env_values = true, value_parser = parse_token)]
     pub dapr_api_token: Option<String>,
 
     /// Token every call to this agent must carry in `dapr-api-token` (the sidecar sends its APP_API_TOKEN);
     /// /healthz, /readyz, /metrics and the docs stay open. Unset: calls are not checked.
-    #[arg(long, env = "APP_API_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "APP_API_TOKEN", hide_env_values = true, value_parser = parse_token)]
     pub app_api_token: Option<String>,
 
     /// Name of a secret in the Dapr secret store whose value is the app API token; read once at startup when Dapr
@@ -93,6 +93,15 @@ impl DaprArgs {
             }
             None => Ok(None),
         }
+    }
+}
+
+/// Checks a token can travel in a header: visible ASCII only.
+pub fn parse_token(raw: &str) -> Result<String, String> {
+    if raw.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(raw.to_owned())
+    } else {
+        Err("must be visible ASCII characters (it is sent in an HTTP header)".to_owned())
     }
 }
 
