@@ -303,7 +303,20 @@ impl Sidecar {
         if response.status() == StatusCode::CONFLICT {
             return Err(SidecarError::Conflict);
         }
-        expect_success(response).await.map(drop)
+        match expect_success(response).await {
+            // A first write without ETag to a key someone else created meanwhile is refused by the Redis store's
+            // script, which Dapr reports as a failed save rather than an ETag mismatch. Treated as the conflict it
+            // is: the caller re-reads and retries (bounded), so a real failure still ends in an error.
+            Err(SidecarError::Status { status, body })
+                if etag.is_none()
+                    && status == StatusCode::INTERNAL_SERVER_ERROR
+                    && body.contains("ERR_STATE_SAVE")
+                    && body.contains("failed to set key") =>
+            {
+                Err(SidecarError::Conflict)
+            }
+            other => other.map(drop),
+        }
     }
 }
 
