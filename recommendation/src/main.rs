@@ -14,12 +14,14 @@ fn main() -> ExitCode {
         if command == Some(Subcommand::Healthcheck) {
             return Ok(shared::healthcheck::run(&config.server).await);
         }
-        let shutdown = shared::shutdown::listen()?;
+        let mut shutdown = Box::pin(shared::shutdown::listen()?);
         shared::telemetry::init(config.server.log_format, &config.server.log_filter)?;
         let mut state = AppState::new(&config)?;
         if let Some(sidecar) = state.sidecar() {
-            let token = config.dapr.start_with_sidecar(sidecar).await?;
-            state.set_app_api_token(token);
+            match config.dapr.start_with_sidecar_or(sidecar, &mut shutdown).await? {
+                Some(token) => state.set_app_api_token(token),
+                None => return Ok(ExitCode::SUCCESS),
+            }
         }
         let (data_cache_ttl, state_backend) = state.describe();
         let listener = shared::server::bind(&config.server).await?;

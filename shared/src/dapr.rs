@@ -79,6 +79,7 @@ impl DaprArgs {
     /// store when configured so. Returns the app token in effect.
     pub async fn start_with_sidecar(&self, sidecar: &Sidecar) -> Result<Option<String>, SidecarError> {
         if !self.dapr_wait_timeout.is_zero() {
+            tracing::info!(sidecar = %sidecar.base(), bound = ?self.dapr_wait_timeout, "waiting for the Dapr sidecar");
             let waited = sidecar.wait_outbound(self.dapr_wait_timeout).await?;
             tracing::info!(waited_ms = waited.as_millis() as u64, sidecar = %sidecar.base(), "Dapr sidecar ready");
         }
@@ -92,6 +93,24 @@ impl DaprArgs {
                 Ok(Some(token))
             }
             None => Ok(None),
+        }
+    }
+}
+
+impl DaprArgs {
+    /// [`DaprArgs::start_with_sidecar`], abandoned when `shutdown` completes first (a SIGTERM while waiting for
+    /// the sidecar must end the process, not wait out the bound): then `Ok(None)`.
+    pub async fn start_with_sidecar_or<F>(
+        &self,
+        sidecar: &Sidecar,
+        shutdown: &mut F,
+    ) -> Result<Option<Option<String>>, SidecarError>
+    where
+        F: std::future::Future<Output = ()> + Unpin,
+    {
+        tokio::select! {
+            started = self.start_with_sidecar(sidecar) => started.map(Some),
+            () = shutdown => Ok(None),
         }
     }
 }
