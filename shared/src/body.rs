@@ -105,7 +105,15 @@ fn python_json_error(text: &str, err: &serde_json::Error) -> (usize, &'static st
         (line_start + err.column().saturating_sub(1)).min(chars)
     };
     let shown = err.to_string();
-    let message = if shown.starts_with("key must be a string") || shown.starts_with("trailing comma") {
+    let message = if err.is_eof() {
+        // Python names what it expected next, which depends on the last character read.
+        match text.trim_end().chars().last() {
+            Some('{') => "Expecting property name enclosed in double quotes",
+            Some(':' | '[') | None => "Expecting value",
+            _ if shown.contains("string") => "Unterminated string starting at",
+            _ => "Expecting ',' delimiter",
+        }
+    } else if shown.starts_with("key must be a string") || shown.starts_with("trailing comma") {
         "Expecting property name enclosed in double quotes"
     } else if shown.starts_with("expected `,` or `}`") || shown.starts_with("expected `,` or `]`") {
         "Expecting ',' delimiter"
@@ -331,6 +339,16 @@ mod tests {
         );
         let trailing = decode(Some("application/json"), r#"{"a":1,}"#).await.unwrap_err();
         assert_eq!(trailing["detail"][0]["loc"], json!(["body", 7]));
+        for (body, position, error) in [
+            (r#"{"max_results": 5"#, 17, "Expecting ',' delimiter"),
+            (r#"{"max_results" 5}"#, 15, "Expecting ':' delimiter"),
+            (r#"{"max_results": 5} x"#, 19, "Extra data"),
+            (r#"{"max_results": 5 "a": 1}"#, 18, "Expecting ',' delimiter"),
+            (r#"{"max_results": "#, 16, "Expecting value"),
+        ] {
+            let issue = &decode(Some("application/json"), body).await.unwrap_err()["detail"][0];
+            assert_eq!((&issue["loc"][1], &issue["ctx"]["error"]), (&json!(position), &json!(error)), "{body}");
+        }
         let text = decode(Some("text/plain"), r#"{"a":1}"#).await.unwrap();
         assert_eq!(text, json!(r#"{"a":1}"#));
         assert_eq!(
