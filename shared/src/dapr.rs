@@ -89,6 +89,10 @@ impl DaprArgs {
         match self.app_api_token_secret.as_deref().filter(|s| !s.is_empty()) {
             Some(name) => {
                 let token = sidecar.secret(&self.secret_store, name).await?;
+                if token.is_empty() {
+                    // A token was asked for; starting without one would leave the agent open.
+                    return Err(SidecarError::BadAnswer(format!("secret {name} in {} is empty", self.secret_store)));
+                }
                 tracing::info!(store = %self.secret_store, secret = name, "app API token read from the secret store");
                 Ok(Some(token))
             }
