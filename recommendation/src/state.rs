@@ -273,16 +273,13 @@ impl UserState {
         key: &str,
         ttl: Option<Duration>,
         mut change: impl FnMut(Option<Value>) -> Value,
-    ) -> Result<(Value, Option<String>), StateError> {
+    ) -> Result<Value, StateError> {
         for attempt in 0..=self.retries {
             let current = self.backend.get(key).await.map_err(StateError::Unavailable)?;
             let etag = current.as_ref().and_then(|c| c.etag.clone());
             let next = change(current.map(|c| c.value));
             match self.backend.save(key, &next, etag.as_deref(), ttl).await {
-                Ok(()) => {
-                    let written = self.backend.get(key).await.ok().flatten().and_then(|item| item.etag);
-                    return Ok((next, written));
-                }
+                Ok(()) => return Ok(next),
                 Err(SidecarError::Conflict) => {
                     tracing::debug!(key, attempt, "state write conflicted; retrying");
                     tokio::time::sleep(backoff(attempt + 1)).await;
@@ -313,17 +310,23 @@ impl UserState {
         let value = serde_json::to_value(preferences).expect("preferences are plain JSON");
         match if_match {
             Some(etag) => match self.backend.save(&key, &value, Some(etag), None).await {
-                Ok(()) => Ok(self.backend.get(&key).await.ok().flatten().and_then(|item| item.etag)),
-                Err(SidecarError::Conflict) => Err(StateError::PreconditionFailed),
-                Err(err) => Err(StateError::Unavailable(err)),
+                Ok(()) => {}
+                Err(SidecarError::Conflict) => return Err(StateError::PreconditionFailed),
+                Err(err) => return Err(StateError::Unavailable(err)),
             },
-            None => self.update(&key, None, |_| value.clone()).await.map(|(_, etag)| etag),
+            None => {
+                self.update(&key, None, |_| value.clone()).await?;
+            }
         }
+        // The save API does not return the new ETag: read it back, and name it only if what is stored is still
+        // what was written (a concurrent writer may have come in between; then the client has to read first).
+        let stored = self.backend.get(&key).await.ok().flatten();
+        Ok(stored.filter(|item| item.value == value).and_then(|item| item.etag))
     }
 
     /// Records `recommendation` as the user's last one (kept for the TTL) and returns how many were served.
     pub async fn record(&self, user: &str, recommendation: &Value) -> Result<u64, StateError> {
-        let (written, _) = self
+        let written = self
             .update(&history_key(user), Some(self.ttl), |current| {
                 let served = current
                     .and_then(|v| serde_json::from_value::<History>(v).ok())
