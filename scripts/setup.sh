@@ -29,6 +29,15 @@ for component in rustfmt clippy; do
   rustup component list --installed 2>/dev/null | grep -q "^$component" || rustup component add "$component"
 done
 
+# Go builds istioctl and daprd from the Go module proxy. Debian's golang-go is older than those modules ask for;
+# with GOTOOLCHAIN=auto (the default) go fetches the toolchain they name from the same proxy.
+export PATH="/usr/local/go/bin:$PATH"
+if ! command -v go >/dev/null; then
+  echo "setup: installing golang-go"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends golang-go
+fi
+
 for extra in "$root"/scripts/setup.d/*.sh; do
   [ -e "$extra" ] || continue
   bash "$extra"

@@ -10,7 +10,7 @@ step() { printf '\n== %s\n' "$*"; }
 step "setup"
 bash scripts/setup.sh
 # A fresh machine gets rustup from setup.sh; its PATH change must reach this shell too.
-export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:/usr/local/go/bin:$PATH"
 
 step "cargo fmt --check"
 cargo fmt --all --check

@@ -2,17 +2,24 @@
 //! FastAPI agent answers, plus health probes and API docs.
 
 pub mod config;
+pub mod faults;
 pub mod publish;
 pub mod store;
 
-use std::{future::Future, io, time::Duration};
+use std::{future::Future, io, sync::Arc, time::Duration};
 
-use axum::{Json, Router, extract::State, routing::get};
+use axum::{
+    Json, Router,
+    extract::State,
+    response::{IntoResponse, Response},
+    routing::get,
+};
 use serde::{Deserialize, Serialize};
 use shared::{
     body::{Fields, JsonBody},
     dapr::Sidecar,
     health::Health,
+    limits::Limits,
     propagation::TraceHeaders,
     server::{DrainOutcome, ServeOptions},
     validation::ValidationErrorBody,
@@ -21,6 +28,7 @@ use tokio::net::TcpListener;
 use utoipa::{OpenApi, ToSchema};
 
 pub use config::{Cli, Config};
+pub use faults::Faults;
 use publish::{EventOutcome, Publisher};
 use store::{DataStore, Snapshot};
 
@@ -43,6 +51,8 @@ pub struct DataBody {
 pub struct AppState {
     health: Health,
     serve_options: ServeOptions,
+    limits: Limits,
+    faults: Arc<Faults>,
     store: DataStore,
     publisher: Option<Publisher>,
     app_api_token: Option<String>,
@@ -62,10 +72,17 @@ impl AppState {
         Self {
             health: Health::new(),
             serve_options: ServeOptions::from(&config.server),
+            limits: Limits::from(&config.server),
+            faults: Arc::new(Faults::new(config.faults.clone())),
             store: DataStore::default(),
             publisher,
             app_api_token: config.dapr.app_api_token().map(str::to_owned),
         }
+    }
+
+    /// The fault injection in effect, with its count of `GET /data` requests.
+    pub fn faults(&self) -> &Arc<Faults> {
+        &self.faults
     }
 
     /// The Dapr sidecar, when one is configured.
@@ -87,8 +104,11 @@ impl AppState {
 /// The processed insights.
 #[utoipa::path(get, path = "/data", tag = "data",
     responses((status = 200, description = "The processed insights", body = DataBody)))]
-pub async fn get_data(State(state): State<AppState>) -> Json<DataBody> {
-    Json(DataBody { processed_data: state.store.current().processed_data })
+pub async fn get_data(State(state): State<AppState>) -> Response {
+    if let Some(faulty) = state.faults.intercept().await {
+        return faulty;
+    }
+    Json(DataBody { processed_data: state.store.current().processed_data }).into_response()
 }
 
 /// The new data for `PUT /data`.
@@ -164,7 +184,7 @@ pub fn router(state: AppState) -> Router {
         .with_state(state.clone())
         .merge(shared::health::routes(state.health.clone()))
         .merge(shared::docs::routes(ApiDoc::openapi()));
-    shared::middleware::apply(shared::dapr::require_app_token(app, token.as_deref()))
+    shared::middleware::apply(shared::dapr::require_app_token(app, token.as_deref()), state.limits)
 }
 
 /// Serves until `shutdown` completes, then drains (see [`shared::server`]).

@@ -22,6 +22,7 @@ fn main() -> ExitCode {
         }
         let listener = shared::server::bind(&config.server).await?;
         tracing::info!(addr = %listener.local_addr()?, version = env!("CARGO_PKG_VERSION"), "data agent listening");
+        state.faults().warn_if_active();
         Ok(data::run(listener, state, shutdown).await?.exit_code())
     })
 }

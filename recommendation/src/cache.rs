@@ -13,7 +13,7 @@ use std::{
 use serde_json::Value;
 use shared::propagation::TraceHeaders;
 
-use crate::{DataClient, Error};
+use crate::{DataAnswer, DataClient, Error};
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -49,8 +49,9 @@ impl DataCache {
         self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The cached answer if still fresh, else a new one from `client` (stored unless cleared meanwhile).
-    pub async fn get(&self, client: &DataClient, trace: &TraceHeaders) -> Result<Value, Error> {
+    /// The cached answer if still fresh, else a new one from `client` (stored unless cleared meanwhile, or stale:
+    /// the client's own fallback to its last good answer is never cached here).
+    pub async fn get(&self, client: &DataClient, trace: &TraceHeaders) -> Result<DataAnswer, Error> {
         if self.ttl.is_zero() {
             return client.fetch(trace).await;
         }
@@ -58,16 +59,16 @@ impl DataCache {
             let inner = self.lock();
             if let Some(entry) = inner.entry.as_ref().filter(|e| e.expires > Instant::now()) {
                 tracing::debug!("data answer served from the cache");
-                return Ok(entry.value.clone());
+                return Ok(DataAnswer { data: entry.value.clone(), stale_age: None });
             }
             inner.generation
         };
-        let value = client.fetch(trace).await?;
+        let answer = client.fetch(trace).await?;
         let mut inner = self.lock();
-        if inner.generation == generation {
-            inner.entry = Some(Entry { value: value.clone(), expires: Instant::now() + self.ttl });
+        if inner.generation == generation && answer.stale_age.is_none() {
+            inner.entry = Some(Entry { value: answer.data.clone(), expires: Instant::now() + self.ttl });
         }
-        Ok(value)
+        Ok(answer)
     }
 
     /// Forgets the cached answer; fetches already under way will not store theirs.

@@ -121,14 +121,54 @@ pub struct DataArgs {
     #[arg(long, env = "DAPR_HTTP_PORT", value_parser = clap::value_parser!(u16).range(1..))]
     pub dapr_http_port: Option<u16>,
 
-    /// Bound on one call to the data agent, from connecting to the last byte of the body; past it the caller gets
-    /// 504.
+    /// Bound on one attempt at the data call, from connecting to the last byte of the body (cut shorter when
+    /// REQUEST_DEADLINE is nearer); past it the attempt counts as timed out and the caller gets 504.
     #[arg(long, env = "DATA_TIMEOUT", default_value = "2s", value_parser = parse_positive_duration)]
     pub data_timeout: Duration,
 
     /// Bound on establishing the TCP connection to the data agent (or its sidecar); past it the caller gets 503.
     #[arg(long, env = "DATA_CONNECT_TIMEOUT", default_value = "500ms", value_parser = parse_positive_duration)]
     pub data_connect_timeout: Duration,
+
+    /// Overall deadline of one /recommend request: every data attempt and the backoff between them must fit in it;
+    /// a retry that could not get a useful share of it is not started, and past it the caller gets 504.
+    #[arg(long, env = "REQUEST_DEADLINE", default_value = "5s", value_parser = parse_positive_duration)]
+    pub request_deadline: Duration,
+
+    /// Retries of a failed data call after the first attempt, only for failures worth retrying (connect errors,
+    /// timeouts, the statuses in DATA_RETRY_STATUSES). Set 0 under Istio, whose sidecar already retries.
+    #[arg(long, env = "DATA_RETRIES", default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=10))]
+    pub data_retries: u32,
+
+    /// Base of the exponential retry backoff: before retry n the agent waits a random time between zero and
+    /// DATA_RETRY_BACKOFF x 2^(n-1), capped by DATA_RETRY_BACKOFF_MAX ("full jitter").
+    #[arg(long, env = "DATA_RETRY_BACKOFF", default_value = "50ms", value_parser = parse_duration)]
+    pub data_retry_backoff: Duration,
+
+    /// Upper bound of one retry backoff, before jitter.
+    #[arg(long, env = "DATA_RETRY_BACKOFF_MAX", default_value = "1s", value_parser = parse_duration)]
+    pub data_retry_backoff_max: Duration,
+
+    /// Data answer statuses that are retried (comma-separated). Add 500 in Dapr mode, where a failed invocation
+    /// surfaces as 500.
+    #[arg(long, env = "DATA_RETRY_STATUSES", value_delimiter = ',', default_value = "502,503,504",
+        value_parser = clap::value_parser!(u16).range(400..=599))]
+    pub data_retry_statuses: Vec<u16>,
+
+    /// Consecutive failed data attempts that open the circuit breaker; while open, /recommend answers 503 with
+    /// Retry-After at once, without calling data (0 = no breaker).
+    #[arg(long, env = "DATA_BREAKER_THRESHOLD", default_value_t = 5)]
+    pub data_breaker_threshold: u32,
+
+    /// How long the breaker stays open before it lets one probe call through (half-open); the probe's success
+    /// closes it, its failure opens it for another cool-down.
+    #[arg(long, env = "DATA_BREAKER_COOLDOWN", default_value = "2s", value_parser = parse_positive_duration)]
+    pub data_breaker_cooldown: Duration,
+
+    /// How long the last good data answer may be served when data is unavailable, marked with the headers
+    /// `X-Data-Stale: true` and `X-Data-Age: <seconds>` (0s = never; fresh answers are never marked).
+    #[arg(long, env = "STALE_CACHE_TTL", default_value = "0s", value_parser = parse_duration)]
+    pub stale_cache_ttl: Duration,
 }
 
 /// The `DATA_MODE` setting as written.
@@ -189,6 +229,26 @@ impl DataArgs {
         // Both inputs were validated when parsed, so the joined URL is valid too.
         Url::parse(&raw).expect("validated base URL and app id form a valid URL")
     }
+
+    /// Checks the settings that only make sense together; the error names the setting to fix and why.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        if self.data_connect_timeout >= self.data_timeout {
+            return Err((
+                "DATA_CONNECT_TIMEOUT",
+                format!(
+                    "{:?} must be shorter than DATA_TIMEOUT ({:?}), or an unreachable data agent would be reported as slow",
+                    self.data_connect_timeout, self.data_timeout
+                ),
+            ));
+        }
+        if self.data_retry_backoff_max < self.data_retry_backoff {
+            return Err((
+                "DATA_RETRY_BACKOFF_MAX",
+                format!("must not be below DATA_RETRY_BACKOFF ({:?})", self.data_retry_backoff),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Config {
@@ -210,22 +270,11 @@ impl Config {
             (None, None) => Duration::ZERO,
         }
     }
+}
 
-    /// Checks settings that are valid alone but not together; the error names the setting and why.
-    pub fn check(&self) -> Result<(), (&'static str, String)> {
-        if self.data.data_connect_timeout >= self.data.data_timeout {
-            return Err((
-                "DATA_CONNECT_TIMEOUT",
-                format!(
-                    "{:?} must be shorter than DATA_TIMEOUT ({:?}), or an unreachable data agent would be reported as slow",
-                    self.data.data_connect_timeout, self.data.data_timeout
-                ),
-            ));
-        }
-        Ok(())
-    }
-
-    /// Settings for tests: loopback, ephemeral port, direct mode to `data_url`.
+impl Config {
+    /// Settings for tests: loopback, ephemeral port, direct mode to `data_url`, resilience settings at their
+    /// defaults.
     pub fn for_tests(data_url: Url) -> Self {
         Self {
             server: ServerArgs::for_tests(),
@@ -236,6 +285,14 @@ impl Config {
                 dapr_http_port: None,
                 data_timeout: Duration::from_secs(2),
                 data_connect_timeout: Duration::from_millis(500),
+                request_deadline: Duration::from_secs(5),
+                data_retries: 2,
+                data_retry_backoff: Duration::from_millis(50),
+                data_retry_backoff_max: Duration::from_secs(1),
+                data_retry_statuses: vec![502, 503, 504],
+                data_breaker_threshold: 5,
+                data_breaker_cooldown: Duration::from_secs(2),
+                stale_cache_ttl: Duration::ZERO,
             },
             dapr: DaprArgs::for_tests(),
             state: StateArgs::defaults(),
@@ -314,6 +371,29 @@ mod tests {
         assert!(parse_base_url("ftp://data").unwrap_err().contains("scheme"));
         assert!(parse_base_url("http://data:8000/?x=1").unwrap_err().contains("query"));
         assert!(parse_base_url("not a url").is_err());
+    }
+
+    #[test]
+    fn test_settings_match_the_documented_defaults() {
+        let mut parsed = Cli::try_parse_from(["recommendation"]).unwrap().config.data;
+        parsed.data_mode = DataModeSetting::Direct; // the one deliberate difference
+        let for_tests = Config::for_tests("http://data:8000".parse().unwrap()).data;
+        assert_eq!(format!("{parsed:?}"), format!("{for_tests:?}"));
+    }
+
+    #[test]
+    fn retry_statuses_are_a_comma_list_of_error_codes() {
+        let parsed = Cli::try_parse_from(["recommendation", "--data-retry-statuses", "500,503"]).unwrap();
+        assert_eq!(parsed.config.data.data_retry_statuses, vec![500, 503]);
+        assert!(Cli::try_parse_from(["recommendation", "--data-retry-statuses", "200"]).is_err());
+    }
+
+    #[test]
+    fn a_backoff_cap_below_its_base_is_refused() {
+        let mut data = Config::for_tests("http://data:8000".parse().unwrap()).data;
+        assert!(data.check().is_ok());
+        data.data_retry_backoff_max = Duration::from_millis(10);
+        assert_eq!(data.check().unwrap_err().0, "DATA_RETRY_BACKOFF_MAX");
     }
 
     #[test]

@@ -1,10 +1,20 @@
-//! The call to the data agent, directly or through the Dapr sidecar, with bounded time and size.
+//! The call to the data agent, directly or through the Dapr sidecar: bounded in time and size, retried when that
+//! can help, guarded by a circuit breaker, with an optional stale fallback.
+//!
+//! One `/recommend` request makes one [`DataClient::fetch`], which may make several attempts. Each attempt asks
+//! the breaker for leave, and gets `min(DATA_TIMEOUT, time left before REQUEST_DEADLINE)`. A failed attempt is
+//! retried (backon's retry loop, [`crate::retry`]'s policy) only when the failure may be transient and the backoff
+//! still leaves time for an attempt before the deadline.
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU32, Ordering},
+    },
     time::{Duration, Instant},
 };
 
+use backon::Retryable;
 use reqwest::header::{ACCEPT, CONTENT_LENGTH, HeaderMap, HeaderValue};
 use serde::Serialize;
 use serde_json::Value;
@@ -12,8 +22,10 @@ use shared::propagation::TraceHeaders;
 use url::Url;
 
 use crate::{
+    breaker::{CircuitBreaker, CircuitSnapshot},
     config::{DataArgs, DataMode},
     error::Error,
+    retry::{self, RetryPolicy},
 };
 
 /// Largest data answer accepted. The contract is a small JSON object; anything far larger is a misbehaving
@@ -29,6 +41,11 @@ pub struct DataClient {
     http: reqwest::Client,
     mode: DataMode,
     endpoint: Url,
+    attempt_timeout: Duration,
+    deadline: Duration,
+    retry: RetryPolicy,
+    breaker: CircuitBreaker,
+    stale: StaleCache,
     last_call: Arc<Mutex<Option<LastCall>>>,
     /// Headers only the sidecar may see (`dapr-api-token`); empty in direct mode.
     sidecar_headers: HeaderMap,
@@ -38,6 +55,15 @@ pub struct DataClient {
 struct LastCall {
     outcome: &'static str,
     at: Instant,
+}
+
+/// What the data call produced for a request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataAnswer {
+    /// The data agent's JSON answer.
+    pub data: Value,
+    /// `Some(age)` when data was unavailable and this is the last good answer, received `age` ago.
+    pub stale_age: Option<Duration>,
 }
 
 /// What readiness reports about the data agent: informational only, readiness never fails because of it.
@@ -51,14 +77,44 @@ pub struct DataReachability {
     /// Seconds since that call.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seconds_since_last_call: Option<f64>,
+    /// The circuit breaker's state.
+    pub circuit: CircuitSnapshot,
+}
+
+/// The last good data answer, kept only when stale answers are allowed (`STALE_CACHE_TTL` > 0).
+#[derive(Debug, Clone)]
+struct StaleCache {
+    ttl: Duration,
+    last_good: Arc<Mutex<Option<(Value, Instant)>>>,
+}
+
+impl StaleCache {
+    fn store(&self, data: &Value) {
+        if !self.ttl.is_zero()
+            && let Ok(mut last_good) = self.last_good.lock()
+        {
+            *last_good = Some((data.clone(), Instant::now()));
+        }
+    }
+
+    /// The last good answer and its age, if it is not older than the TTL.
+    fn get(&self) -> Option<(Value, Duration)> {
+        if self.ttl.is_zero() {
+            return None;
+        }
+        let last_good = self.last_good.lock().ok()?;
+        let (data, at) = last_good.as_ref()?;
+        let age = at.elapsed();
+        (age <= self.ttl).then(|| (data.clone(), age))
+    }
 }
 
 impl DataClient {
     /// Builds the client from settings.
     pub fn new(args: &DataArgs) -> Result<Self, reqwest::Error> {
         let http = shared::http_client::builder()
+            // Each attempt is bounded by its own timer (see `attempt`), which knows the request deadline.
             .connect_timeout(args.data_connect_timeout)
-            .timeout(args.data_timeout)
             // The data agent is addressed by name inside the cluster or compose network; a proxy set for the
             // outside world must not capture that traffic.
             .no_proxy()
@@ -70,10 +126,16 @@ impl DataClient {
             // never reused just as the server closes it.
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .build()?;
+        describe_metrics();
         Ok(Self {
             http,
             mode: args.mode(),
             endpoint: args.data_endpoint(),
+            attempt_timeout: args.data_timeout,
+            deadline: args.request_deadline,
+            retry: RetryPolicy::new(args),
+            breaker: CircuitBreaker::new(args.data_breaker_threshold, args.data_breaker_cooldown),
+            stale: StaleCache { ttl: args.stale_cache_ttl, last_good: Arc::default() },
             last_call: Arc::default(),
             sidecar_headers: HeaderMap::new(),
         })
@@ -98,25 +160,79 @@ impl DataClient {
         &self.endpoint
     }
 
-    /// Fetches the data agent's JSON answer, forwarding the caller's trace headers.
-    pub async fn fetch(&self, trace: &TraceHeaders) -> Result<Value, Error> {
+    /// Fetches the data agent's JSON answer for one request, forwarding the caller's trace headers: every attempt,
+    /// retry and fallback happens in here, and the call's outcome is recorded here once.
+    pub async fn fetch(&self, trace: &TraceHeaders) -> Result<DataAnswer, Error> {
         let started = Instant::now();
-        let result = self.fetch_once(trace).await;
+        let deadline = started + self.deadline;
+        let attempts = AtomicU32::new(0);
+        let result = (|| self.attempt(trace, deadline, &attempts))
+            .retry(self.retry.backoff())
+            .when(|err: &Error| self.retry.is_retryable(err))
+            .adjust(|_, backoff| backoff.filter(|wait| retry::fits_before(deadline, *wait)))
+            .notify(|err: &Error, wait: Duration| {
+                metrics::counter!("data_call_retries_total", "reason" => err.outcome()).increment(1);
+                tracing::debug!(reason = err.outcome(), wait_ms = wait.as_millis() as u64, "retrying the data call");
+            })
+            .await;
         let outcome = match &result {
             Ok(_) => "ok",
             Err(err) => err.outcome(),
         };
+        let attempts = attempts.into_inner();
         let elapsed_ms = started.elapsed().as_micros() as f64 / 1000.0;
         let data_mode = self.mode.as_str();
         match &result {
-            Ok(_) => tracing::info!(data_mode, outcome, elapsed_ms, "data call"),
+            Ok(_) => tracing::info!(data_mode, outcome, attempts, elapsed_ms, "data call"),
+            // The breaker logs when it opens; a line per refused request would flood the log while it stays open.
+            Err(Error::CircuitOpen { .. }) => tracing::debug!(data_mode, outcome, "data call refused"),
             Err(err) => {
                 let cause = std::error::Error::source(err).map(|source| format!("{source:?}"));
-                tracing::warn!(data_mode, outcome, elapsed_ms, error = %err, cause, "data call failed");
+                tracing::warn!(data_mode, outcome, attempts, elapsed_ms, error = %err, cause, "data call failed");
             }
         }
         if let Ok(mut last) = self.last_call.lock() {
             *last = Some(LastCall { outcome, at: Instant::now() });
+        }
+        match result {
+            Ok(data) => {
+                self.stale.store(&data);
+                Ok(DataAnswer { data, stale_age: None })
+            }
+            Err(err) => match self.stale.get() {
+                Some((data, age)) => {
+                    metrics::counter!("data_stale_answers_total").increment(1);
+                    tracing::warn!(
+                        outcome,
+                        age_s = age.as_secs(),
+                        "data unavailable; answering with the last good data"
+                    );
+                    Ok(DataAnswer { data, stale_age: Some(age) })
+                }
+                None => Err(err),
+            },
+        }
+    }
+
+    /// One attempt: leave from the breaker, then the call bounded by the attempt timeout or the deadline,
+    /// whichever is nearer; the outcome is reported to the breaker.
+    async fn attempt(&self, trace: &TraceHeaders, deadline: Instant, attempts: &AtomicU32) -> Result<Value, Error> {
+        let permit =
+            self.breaker.try_acquire().map_err(|refused| Error::CircuitOpen { retry_after: refused.retry_after })?;
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(Error::DeadlineExceeded { after: self.deadline });
+        }
+        attempts.fetch_add(1, Ordering::Relaxed);
+        let budget = self.attempt_timeout.min(remaining);
+        let result = match tokio::time::timeout(budget, self.fetch_once(trace)).await {
+            Ok(result) => result,
+            Err(_) if budget < self.attempt_timeout => Err(Error::DeadlineExceeded { after: self.deadline }),
+            Err(_) => Err(Error::DataTimeout { after: budget }),
+        };
+        match &result {
+            Err(err) if counts_against_data(err) => permit.failure(),
+            _ => permit.success(),
         }
         result
     }
@@ -175,18 +291,72 @@ impl DataClient {
             mode: self.mode.as_str(),
             last_outcome: last.map(|l| l.outcome),
             seconds_since_last_call: last.map(|l| (l.at.elapsed().as_millis() as f64) / 1000.0),
+            circuit: self.breaker.snapshot(),
         }
     }
 }
 
-/// Sorts a transport error into the caller-facing classes: could not connect (503), too slow (504), or the
-/// connection broke during the exchange (502).
+/// Whether a failure says the data agent is not working, as opposed to an answer it gave on purpose (a 4xx): only
+/// these count towards opening the breaker.
+fn counts_against_data(err: &Error) -> bool {
+    match err {
+        Error::DataBadStatus(status) => status.is_server_error(),
+        Error::Validation(_) | Error::CircuitOpen { .. } => false,
+        Error::DataUnreachable(_)
+        | Error::SidecarCannotReachData(_)
+        | Error::DataTimeout { .. }
+        | Error::DeadlineExceeded { .. }
+        | Error::DataBadBody(_) => true,
+    }
+}
+
+/// Sorts a transport error into the caller-facing classes: could not connect, or reached the data agent but the
+/// exchange broke off. (Slowness is caught by the attempt's own timer, which no transport error preempts: the
+/// client has no overall timeout, and a connect timeout is a connect error.)
 fn classify(err: reqwest::Error) -> Error {
     if err.is_connect() {
         Error::DataUnreachable(err)
-    } else if err.is_timeout() {
-        Error::DataTimeout(err)
     } else {
         Error::DataBadBody(format!("transport failed mid-exchange: {err:?}"))
+    }
+}
+
+fn describe_metrics() {
+    metrics::describe_gauge!("data_circuit_state", "Data call circuit breaker: 0 closed, 1 half-open, 2 open");
+    metrics::describe_counter!("data_call_retries_total", "Data call retries, by the failure that caused them");
+    metrics::describe_counter!(
+        "data_stale_answers_total",
+        "Requests answered with the last good data because data was unavailable"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn cache(ttl: Duration) -> StaleCache {
+        StaleCache { ttl, last_good: Arc::default() }
+    }
+
+    #[test]
+    fn the_stale_cache_is_off_at_ttl_zero() {
+        let off = cache(Duration::ZERO);
+        off.store(&json!({"processed_data": "some_insights"}));
+        assert!(off.get().is_none());
+        assert!(off.last_good.lock().unwrap().is_none(), "nothing is even kept");
+    }
+
+    #[test]
+    fn a_stale_answer_is_given_within_the_ttl_and_never_after() {
+        let stale = cache(Duration::from_millis(30));
+        assert!(stale.get().is_none(), "nothing cached before the first good answer");
+        stale.store(&json!({"processed_data": "some_insights"}));
+        let (data, age) = stale.get().expect("within the TTL");
+        assert_eq!(data, json!({"processed_data": "some_insights"}));
+        assert!(age <= Duration::from_millis(30));
+        std::thread::sleep(Duration::from_millis(40)); // the passing of time is what is tested
+        assert!(stale.get().is_none(), "older than the TTL");
     }
 }

@@ -3,6 +3,8 @@
 //! 5xx bodies say what happened in terms the caller can act on; the cause (addresses, upstream bodies, library
 //! errors) goes to the log, inside the request span, never to the caller.
 
+use std::time::Duration;
+
 use axum::{
     http::{HeaderValue, StatusCode, header::RETRY_AFTER},
     response::{IntoResponse, Response},
@@ -24,9 +26,26 @@ pub enum Error {
     #[error("Dapr sidecar could not invoke the data agent ({0})")]
     SidecarCannotReachData(String),
 
-    /// 504: the data agent did not answer completely within the data timeout.
-    #[error("data agent timed out")]
-    DataTimeout(#[source] reqwest::Error),
+    /// 504: an attempt at the data call did not complete within the data timeout (and no retry got further).
+    #[error("data agent did not answer within {after:?}")]
+    DataTimeout {
+        /// The attempt's time budget.
+        after: Duration,
+    },
+
+    /// 504: the request deadline passed before the data agent answered (across attempts and backoff).
+    #[error("request deadline of {after:?} passed before the data agent answered")]
+    DeadlineExceeded {
+        /// The request deadline.
+        after: Duration,
+    },
+
+    /// 503: the circuit breaker is open after repeated data failures; the data agent was not called.
+    #[error("data circuit breaker open; next probe in {retry_after:?}")]
+    CircuitOpen {
+        /// Time until the breaker lets a probe through.
+        retry_after: Duration,
+    },
 
     /// 502: the data agent answered with a non-2xx status.
     #[error("data agent answered with status {0}")]
@@ -43,7 +62,9 @@ impl Error {
         match self {
             Self::Validation(_) => "invalid_request",
             Self::DataUnreachable(_) | Self::SidecarCannotReachData(_) => "unreachable",
-            Self::DataTimeout(_) => "timeout",
+            Self::DataTimeout { .. } => "timeout",
+            Self::DeadlineExceeded { .. } => "deadline",
+            Self::CircuitOpen { .. } => "circuit_open",
             Self::DataBadStatus(_) => "bad_status",
             Self::DataBadBody(_) => "bad_body",
         }
@@ -53,20 +74,35 @@ impl Error {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::DataUnreachable(_) | Self::SidecarCannotReachData(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::DataTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::DataUnreachable(_) | Self::SidecarCannotReachData(_) | Self::CircuitOpen { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::DataTimeout { .. } | Self::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::DataBadStatus(_) | Self::DataBadBody(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// How long a caller should wait before trying again, for the 503 answers: long enough for a restarted data
+    /// agent to come up, or the rest of the breaker's cool-down.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::DataUnreachable(_) => Some(Duration::from_secs(1)),
+            Self::CircuitOpen { retry_after } => Some(*retry_after),
+            _ => None,
         }
     }
 }
 
-/// Seconds a client should wait before retrying after a 503: long enough for a restarted data agent to come up.
-const RETRY_AFTER_SECONDS: HeaderValue = HeaderValue::from_static("1");
+/// `Retry-After` in whole seconds, rounded up so a caller never comes back early, and at least 1.
+fn retry_after_header(wait: Duration) -> HeaderValue {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    HeaderValue::from(seconds.max(1))
+}
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         // Data-call failures were logged with their cause where they happened (DataClient::fetch).
-        let (status, outcome) = (self.status(), self.outcome());
+        let (status, outcome, retry_after) = (self.status(), self.outcome(), self.retry_after());
         let detail = match self {
             Self::Validation(body) => {
                 tracing::info!(outcome, issues = body.detail.len(), "request rejected");
@@ -75,13 +111,38 @@ impl IntoResponse for Error {
             Self::DataUnreachable(_) | Self::SidecarCannotReachData(_) => {
                 "The data agent is unreachable; try again shortly."
             }
-            Self::DataTimeout(_) => "The data agent did not answer in time.",
+            Self::DataTimeout { .. } | Self::DeadlineExceeded { .. } => "The data agent did not answer in time.",
+            Self::CircuitOpen { .. } => {
+                "The data agent is failing; calls to it are paused. Try again after Retry-After."
+            }
             Self::DataBadStatus(_) | Self::DataBadBody(_) => "The data agent returned an invalid response.",
         };
         let mut response = json_error(status, detail);
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert(RETRY_AFTER, RETRY_AFTER_SECONDS);
+        if let Some(wait) = retry_after {
+            response.headers_mut().insert(RETRY_AFTER, retry_after_header(wait));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds_and_is_never_zero() {
+        assert_eq!(retry_after_header(Duration::from_millis(4200)), "5");
+        assert_eq!(retry_after_header(Duration::from_secs(3)), "3");
+        assert_eq!(retry_after_header(Duration::ZERO), "1");
+    }
+
+    #[test]
+    fn an_open_circuit_is_503_with_the_rest_of_the_cool_down() {
+        let response = Error::CircuitOpen { retry_after: Duration::from_millis(2500) }.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[RETRY_AFTER], "3");
+        let deadline = Error::DeadlineExceeded { after: Duration::from_secs(5) };
+        assert_eq!((deadline.status(), deadline.outcome()), (StatusCode::GATEWAY_TIMEOUT, "deadline"));
+        assert!(deadline.into_response().headers().get(RETRY_AFTER).is_none());
     }
 }

@@ -143,6 +143,14 @@ async fn handle(state: &AppState, trace: &TraceHeaders, body: &[u8]) -> Delivery
     };
     state.cache.invalidate();
     match state.cache.get(&state.data, trace).await {
+        Ok(answer) if answer.stale_age.is_some() => {
+            tracing::warn!(
+                event_id = id,
+                version = update.version,
+                "data updated but only a stale answer is available now; asking for redelivery"
+            );
+            DeliveryStatus::Retry
+        }
         Ok(_) => {
             tracing::info!(event_id = id, version = update.version, "data updated; cache refreshed");
             DeliveryStatus::Success

@@ -1,11 +1,13 @@
 //! The recommendation agent: `GET /recommend` fetches the data agent's answer (directly or through Dapr) and
 //! answers `{"recommendation":"Based on data","data":<that answer>}`, as the original FastAPI agent does.
 
+pub mod breaker;
 pub mod cache;
 pub mod config;
 pub mod data_client;
 pub mod error;
 pub mod events;
+pub mod retry;
 pub mod state;
 
 use std::{future::Future, io, sync::Arc, time::Duration};
@@ -13,6 +15,7 @@ use std::{future::Future, io, sync::Arc, time::Duration};
 use axum::{
     Json, Router,
     extract::State,
+    http::HeaderValue,
     response::{IntoResponse, Response},
     routing::{get, post},
 };
@@ -21,6 +24,7 @@ use serde_json::Value;
 use shared::{
     dapr::Sidecar,
     health::Health,
+    limits::Limits,
     propagation::TraceHeaders,
     server::{DrainOutcome, ServeOptions},
     validation::{QueryParams, ValidationErrorBody},
@@ -30,7 +34,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use cache::DataCache;
 pub use config::{Cli, Config};
-pub use data_client::DataClient;
+pub use data_client::{DataAnswer, DataClient};
 pub use error::Error;
 use events::{EventCounts, Events, Subscription};
 use state::{Backend, Preferences, StateError, UserState};
@@ -79,6 +83,7 @@ pub struct AppState {
     health: Health,
     data: DataClient,
     serve_options: ServeOptions,
+    limits: Limits,
     cache: DataCache,
     users: UserState,
     events: Events,
@@ -115,6 +120,7 @@ impl AppState {
             health,
             data,
             serve_options: ServeOptions::from(&config.server),
+            limits: Limits::from(&config.server),
             cache: DataCache::new(config.data_cache_ttl()),
             users: UserState::new(backend, config.state.state_ttl, config.state.state_write_retries),
             events,
@@ -179,23 +185,35 @@ impl IntoResponse for RecommendFailure {
     }
 }
 
+/// Header set to `true` on a 200 built on the last good data answer because data was unavailable.
+pub const DATA_STALE: &str = "x-data-stale";
+/// Header giving the age in whole seconds of the stale data answer a 200 was built on.
+pub const DATA_AGE: &str = "x-data-age";
+
 /// A recommendation built on the data agent's current answer.
 #[utoipa::path(get, path = "/recommend", tag = "recommendation", params(RecommendParams),
     responses(
-        (status = 200, description = "The recommendation", body = RecommendationBody),
+        (status = 200, description = "The recommendation. When data is unavailable and STALE_CACHE_TTL allows it, \
+            built on the last good data answer and marked by the stale headers", body = RecommendationBody,
+            headers(
+                ("x-data-stale" = String, description = "`true` when the data part is a cached, stale answer"),
+                ("x-data-age" = u64, description = "Age in seconds of the stale data answer"),
+            )),
         (status = 422, description = "A query parameter is invalid", body = ValidationErrorBody),
         (status = 502, description = "The data agent answered with an error status or a body that is not JSON",
             body = shared::errors::ErrorBody),
-        (status = 503, description = "The data agent or, with `user`, the state store is unavailable (see Retry-After)",
-            body = shared::errors::ErrorBody),
-        (status = 504, description = "The data agent did not answer within the data timeout",
+        (status = 503, description = "The data agent is unreachable, its circuit breaker is open, this agent is \
+            at capacity, or (with `user`) the state store is unavailable (see Retry-After)",
+            body = shared::errors::ErrorBody,
+            headers(("retry-after" = u64, description = "Seconds to wait before trying again"))),
+        (status = 504, description = "The data agent did not answer within the data timeout or the request deadline",
             body = shared::errors::ErrorBody),
     ))]
 pub async fn recommend(
     State(state): State<AppState>,
     query: QueryParams,
     trace: TraceHeaders,
-) -> Result<Json<RecommendationBody>, RecommendFailure> {
+) -> Result<Response, RecommendFailure> {
     let limit = query.optional_int("limit", LIMIT_RANGE).map_err(|issue| *issue);
     let user = query.get("user").map(|raw| state::check_user_id(raw, "query", "user")).transpose();
     // Every invalid parameter is reported at once, in declaration order, as FastAPI does.
@@ -208,7 +226,7 @@ pub async fn recommend(
         }
     };
     tracing::debug!(limit, user, "recommendation requested");
-    let data = state.cache.get(&state.data, &trace).await?;
+    let DataAnswer { data, stale_age } = state.cache.get(&state.data, &trace).await?;
     let mut body = RecommendationBody {
         recommendation: "Based on data".to_owned(),
         data,
@@ -223,7 +241,14 @@ pub async fn recommend(
         body.preferences = Some(preferences);
         body.user = Some(user);
     }
-    Ok(Json(body))
+    let body = Json(body);
+    Ok(match stale_age {
+        None => body.into_response(),
+        Some(age) => {
+            ([(DATA_STALE, HeaderValue::from_static("true")), (DATA_AGE, HeaderValue::from(age.as_secs()))], body)
+                .into_response()
+        }
+    })
 }
 
 /// The OpenAPI description of every route.
@@ -251,7 +276,7 @@ pub fn router(state: AppState) -> Router {
         .with_state(state.clone())
         .merge(shared::health::routes(state.health.clone()))
         .merge(shared::docs::routes(ApiDoc::openapi()));
-    shared::middleware::apply(shared::dapr::require_app_token(app, token.as_deref()))
+    shared::middleware::apply(shared::dapr::require_app_token(app, token.as_deref()), state.limits)
 }
 
 /// Serves until `shutdown` completes, then drains (see [`shared::server`]).

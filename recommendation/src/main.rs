@@ -7,7 +7,7 @@ use shared::config::{Subcommand, exit_bad_setting, parse_or_exit};
 
 fn main() -> ExitCode {
     let Cli { command, config } = parse_or_exit::<Cli>();
-    if let Err((setting, why)) = config.check() {
+    if let Err((setting, why)) = config.data.check() {
         exit_bad_setting(setting, &why);
     }
     shared::runtime::block_on("recommendation", async move {

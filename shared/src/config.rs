@@ -40,6 +40,15 @@ pub struct ServerArgs {
     /// (protects against slow-header clients holding connections open).
     #[arg(long, env = "HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
     pub header_read_timeout: Duration,
+
+    /// Most requests served at once; beyond it requests are answered 503 with Retry-After at once instead of
+    /// queueing (probes and /metrics are exempt so a busy agent is not restarted or blinded).
+    #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_in_flight: u32,
+
+    /// Largest request body accepted, in bytes; a larger declared body is answered 413 without being read.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 65536)]
+    pub max_body_bytes: usize,
 }
 
 impl ServerArgs {
@@ -53,6 +62,8 @@ impl ServerArgs {
             shutdown_delay: Duration::ZERO,
             drain_timeout: Duration::from_secs(5),
             header_read_timeout: Duration::from_secs(10),
+            max_in_flight: 1024,
+            max_body_bytes: 65536,
         }
     }
 }

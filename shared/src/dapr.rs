@@ -400,7 +400,10 @@ mod tests {
 
     fn app(token: Option<&str>) -> Router {
         let router = Router::new().route("/data", get(|| async { "data" })).route("/healthz", get(|| async { "ok" }));
-        crate::middleware::apply(require_app_token(router, token))
+        crate::middleware::apply(
+            require_app_token(router, token),
+            crate::limits::Limits { max_in_flight: 8, max_body_bytes: 1024 },
+        )
     }
 
     async fn status(app: Router, path: &str, token: Option<&str>) -> StatusCode {

@@ -12,6 +12,7 @@ pub mod errors;
 pub mod health;
 pub mod healthcheck;
 pub mod http_client;
+pub mod limits;
 pub mod middleware;
 pub mod propagation;
 pub mod runtime;

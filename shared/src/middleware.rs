@@ -1,5 +1,5 @@
-//! The layers every agent router gets: request id, one tracing span per request, panic containment, and
-//! FastAPI-shaped 404/405 fallbacks.
+//! The layers every agent router gets: request id, one tracing span per request, admission limits (see
+//! [`crate::limits`]), panic containment, and FastAPI-shaped 404/405 fallbacks.
 
 use std::time::Duration;
 
@@ -16,20 +16,26 @@ use tower_http::{
 };
 use tracing::{Span, field::Empty};
 
-use crate::{errors, propagation::REQUEST_ID};
+use crate::{
+    errors,
+    limits::{self, Limits},
+    propagation::REQUEST_ID,
+};
 
 /// Routes that probes and scrapers hit every few seconds; logged at debug so they do not flood the logs.
 const QUIET_ROUTES: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
 
 /// Wraps a service router with the shared fallbacks and layers. Apply last, after every route is added.
-pub fn apply(router: Router) -> Router {
-    router
+pub fn apply(router: Router, limits: Limits) -> Router {
+    let router = router
         .fallback(errors::not_found)
         .method_not_allowed_fallback(errors::method_not_allowed)
         // Innermost first: a panic becomes a 500 JSON answer that is still traced and still carries the id.
         .layer(CatchPanicLayer::custom(|_panic| {
             errors::json_error(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
-        }))
+        }));
+    // Admission limits inside the id and trace layers: a shed or refused request is still logged with its id.
+    limits::apply(router, limits)
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(axum::middleware::from_fn(mark_quiet_responses))
         .layer(

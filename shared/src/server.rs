@@ -11,7 +11,7 @@
 //!    anything else 503 with `Connection: close`) instead of a refused connection;
 //! 3. the listener closes and the outcome says whether the drain finished in time.
 
-use std::{future::Future, io, net::SocketAddr, process::ExitCode, time::Duration};
+use std::{future::Future, io, net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 
 use axum::{Router, body::Body, extract::Request, http::StatusCode, response::IntoResponse};
 use hyper::body::Incoming;
@@ -20,7 +20,10 @@ use hyper_util::{
     server::{conn::auto, graceful::GracefulShutdown},
     service::TowerToHyperService,
 };
-use tokio::net::{TcpListener, TcpStream};
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::Notify,
+};
 use tower::ServiceExt;
 
 use crate::{config::ServerArgs, errors::json_error, health::Health};
@@ -184,23 +187,37 @@ impl Connections {
         if let Err(err) = stream.set_nodelay(true) {
             tracing::debug!(error = %err, "cannot set TCP_NODELAY");
         }
-        let builder = self.builder.clone();
-        let first_byte_timeout = self.header_read_timeout;
+        // hyper's header read timeout starts only once the connection is known to speak HTTP/1: a client that sends
+        // nothing, or a slow HTTP/2 preface, would hold the connection forever. So the first request must arrive
+        // within the same bound, or the connection is dropped.
+        let first_request_timeout = self.header_read_timeout;
+        let first_request = Arc::new(Notify::new());
+        let request_seen = first_request.clone();
+        let service = TowerToHyperService::new(app.map_request(move |req: Request<Incoming>| {
+            request_seen.notify_one();
+            req.map(Body::new)
+        }));
+        let connection = self.builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
         let watcher = watch.map(GracefulShutdown::watcher);
         tokio::spawn(async move {
-            // The protocol sniffing of the auto builder waits for bytes without a bound, and the header read
-            // timeout only starts after it: a silent connection would be held forever.
-            match tokio::time::timeout(first_byte_timeout, stream.peek(&mut [0_u8; 1])).await {
-                Ok(Ok(n)) if n > 0 => {}
-                _ => return,
-            }
-            let service = TowerToHyperService::new(app.map_request(|req: Request<Incoming>| req.map(Body::new)));
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-            let result = match watcher {
-                Some(watcher) => watcher.watch(connection).await,
-                None => connection.await,
+            let connection = async move {
+                match watcher {
+                    Some(watcher) => watcher.watch(connection).await,
+                    None => connection.await,
+                }
             };
-            if let Err(err) = result {
+            tokio::pin!(connection);
+            let ended = tokio::select! {
+                ended = &mut connection => ended,
+                first = tokio::time::timeout(first_request_timeout, first_request.notified()) => match first {
+                    Ok(()) => connection.await,
+                    Err(_) => {
+                        tracing::debug!("no request within the header read timeout; closing the connection");
+                        return;
+                    }
+                },
+            };
+            if let Err(err) = ended {
                 tracing::debug!(error = %err, "connection ended with an error");
             }
         });

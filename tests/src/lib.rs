@@ -9,13 +9,22 @@ use std::{
     net::SocketAddr,
     path::PathBuf,
     process::{Child, ChildStdout, Command, Stdio},
-    sync::mpsc,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+        mpsc,
+    },
     time::Duration,
 };
 
 use axum::Router;
 use shared::server::DrainOutcome;
-use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpListener,
+    sync::oneshot,
+    task::JoinHandle,
+};
 use url::Url;
 
 /// An agent served in-process on loopback.
@@ -96,6 +105,23 @@ pub async fn spawn_data() -> RunningAgent {
     spawn_data_on(bind(None).await, data::Config::for_tests()).await
 }
 
+/// Serves a data agent with fault injection on a fresh loopback port; the returned handle counts the `GET /data`
+/// requests it saw.
+pub async fn spawn_faulty_data(faults: data::config::FaultArgs) -> (RunningAgent, Arc<data::Faults>) {
+    let config = data::Config { faults, ..data::Config::for_tests() };
+    let state = data::AppState::new(&config);
+    let seen = state.faults().clone();
+    let health = state.health().clone();
+    let agent = spawn_with(bind(None).await, health, move |l, stopped| async move {
+        data::run(l, state, async move {
+            let _ = stopped.await;
+        })
+        .await
+    })
+    .await;
+    (agent, seen)
+}
+
 /// Serves a recommendation agent with `config` on a fresh loopback port.
 pub async fn spawn_recommendation(config: recommendation::Config) -> RunningAgent {
     let state = recommendation::AppState::new(&config).expect("data client builds");
@@ -134,6 +160,74 @@ impl StandIn {
 }
 
 impl Drop for StandIn {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// How a [`RawUpstream`] treats each connection it accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RawBehaviour {
+    /// Accept and never read or answer (a wedged process whose kernel still accepts connections).
+    Hang,
+    /// Read the request head, send a 200 head promising a longer body than follows, then close the connection.
+    CutBody,
+}
+
+/// An upstream speaking raw TCP, for failures an HTTP framework will not produce; counts accepted connections.
+pub struct RawUpstream {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl RawUpstream {
+    /// Serves `behaviour` on a fresh loopback port until dropped.
+    pub async fn spawn(behaviour: RawBehaviour) -> Self {
+        let listener = bind(None).await;
+        let addr = listener.local_addr().expect("bound listener has an address");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((mut stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                match behaviour {
+                    RawBehaviour::Hang => held.push(stream),
+                    RawBehaviour::CutBody => {
+                        tokio::spawn(async move {
+                            let mut head = Vec::new();
+                            let mut buf = [0u8; 1024];
+                            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                                match stream.read(&mut buf).await {
+                                    Ok(0) | Err(_) => return,
+                                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                                }
+                            }
+                            let partial = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"processed";
+                            let _ = stream.write_all(partial.as_bytes()).await;
+                            let _ = stream.flush().await;
+                        });
+                    }
+                }
+            }
+        });
+        Self { addr, accepted, task }
+    }
+
+    /// Base URL of the upstream.
+    pub fn base_url(&self) -> Url {
+        Url::parse(&format!("http://{}/", self.addr)).expect("loopback URL")
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for RawUpstream {
     fn drop(&mut self) {
         self.task.abort();
     }

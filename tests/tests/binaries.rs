@@ -38,6 +38,16 @@ fn a_bad_setting_exits_2_with_one_line_naming_it() {
         ("recommendation", "DATA_TIMEOUT", "0s"),
         ("recommendation", "DAPR_HTTP_PORT", "0"),
         ("recommendation", "DATA_CONNECT_TIMEOUT", "5s"),
+        ("data", "MAX_IN_FLIGHT", "0"),
+        ("data", "FAULT_STATUS", "200"),
+        ("data", "FAULT_BODY", "mangled"),
+        ("recommendation", "MAX_BODY_BYTES", "-1"),
+        ("recommendation", "DATA_RETRIES", "many"),
+        ("recommendation", "DATA_RETRY_STATUSES", "503,200"),
+        ("recommendation", "DATA_RETRY_BACKOFF_MAX", "1ms"),
+        ("recommendation", "DATA_BREAKER_COOLDOWN", "0s"),
+        ("recommendation", "REQUEST_DEADLINE", "0s"),
+        ("recommendation", "STALE_CACHE_TTL", "a while"),
         ("recommendation", "STATE_TTL", "1500ms"),
         ("recommendation", "STATE_STORE", "state/../x"),
         ("data", "PUBSUB_TOPIC", ""),
@@ -53,10 +63,20 @@ fn a_bad_setting_exits_2_with_one_line_naming_it() {
 
 #[test]
 fn help_documents_every_setting_with_its_environment_variable() {
-    let common =
-        ["PORT", "BIND_ADDR", "LOG_FORMAT", "RUST_LOG", "SHUTDOWN_DELAY", "DRAIN_TIMEOUT", "HEADER_READ_TIMEOUT"];
+    let common = [
+        "PORT",
+        "BIND_ADDR",
+        "LOG_FORMAT",
+        "RUST_LOG",
+        "SHUTDOWN_DELAY",
+        "DRAIN_TIMEOUT",
+        "HEADER_READ_TIMEOUT",
+        "MAX_IN_FLIGHT",
+        "MAX_BODY_BYTES",
+    ];
     let dapr = ["DAPR_API_TOKEN", "APP_API_TOKEN", "APP_API_TOKEN_SECRET", "SECRET_STORE", "DAPR_WAIT_TIMEOUT"];
-    let data_only = ["DAPR_HTTP_PORT", "PUBSUB_NAME", "PUBSUB_TOPIC"];
+    let data_only =
+        ["FAULT_STATUS", "FAULT_DELAY", "FAULT_BODY", "FAULT_FIRST", "DAPR_HTTP_PORT", "PUBSUB_NAME", "PUBSUB_TOPIC"];
     let reco_only = [
         "DATA_MODE",
         "DATA_URL",
@@ -64,6 +84,14 @@ fn help_documents_every_setting_with_its_environment_variable() {
         "DAPR_HTTP_PORT",
         "DATA_TIMEOUT",
         "DATA_CONNECT_TIMEOUT",
+        "REQUEST_DEADLINE",
+        "DATA_RETRIES",
+        "DATA_RETRY_BACKOFF",
+        "DATA_RETRY_BACKOFF_MAX",
+        "DATA_RETRY_STATUSES",
+        "DATA_BREAKER_THRESHOLD",
+        "DATA_BREAKER_COOLDOWN",
+        "STALE_CACHE_TTL",
         "STATE_STORE",
         "STATE_TTL",
         "STATE_WRITE_RETRIES",

@@ -1,0 +1,228 @@
+"""Each manifest validator must fail on a planted error.
+
+Every test copies the repository (without .git and build output) to a temporary
+directory, plants exactly one error by an exact text replacement (the test itself fails
+if the text to replace is missing, so a drifting manifest cannot turn a test into a
+no-op), runs one step of run_checks.py on the copy and asserts that the step fails with
+the expected message. The unmodified tree passing the same steps is what
+scripts/ci/manifests.sh checks just before this.
+
+Needs the environment scripts/ci/manifests.sh exports: KUSTOMIZE, ISTIOCTL, CHECKOV,
+VALIDATORS_VENV, CRD_DIR.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
+sys.path.insert(0, HERE)
+
+import run_checks  # noqa: E402
+
+TOOLS = run_checks.tools_from_env()
+CRD_DIR = os.environ.get("CRD_DIR", os.path.join(REPO, "..", "shared", "schemas", "crds"))
+
+pytestmark = pytest.mark.skipif(
+    len(TOOLS) < 4 or not os.path.isdir(CRD_DIR),
+    reason="run through scripts/ci/manifests.sh, which installs the tools and sets CRD_DIR",
+)
+
+
+@pytest.fixture
+def repo(tmp_path):
+    dest = tmp_path / "repo"
+    shutil.copytree(
+        REPO,
+        dest,
+        ignore=shutil.ignore_patterns(".git", "target", "node_modules", "__pycache__", ".venv"),
+    )
+    return dest
+
+
+def plant(repo, rel, old, new):
+    path = repo / rel
+    text = path.read_text(encoding="utf-8")
+    assert old in text, f"{rel} no longer contains {old!r}; update this test"
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+
+def step_errors(repo, tmp_path, step):
+    results = run_checks.run_steps(str(repo), str(tmp_path / "out"), [step], CRD_DIR, TOOLS, quiet=True)
+    if step != "render":
+        assert not results["render"], f"render failed, so {step} was not reached: {results['render']}"
+    return results[step]
+
+
+def assert_fails(errors, *needles):
+    assert errors, "the validator accepted the planted error"
+    text = "\n".join(errors)
+    for needle in needles:
+        assert needle in text, f"expected {needle!r} in:\n{text}"
+
+
+# ---------------------------------------------------------------------------- render
+
+
+def test_render_fails_on_missing_resource(repo, tmp_path):
+    plant(repo, "k8s/kustomization.yaml", "  - networkpolicy.yaml\n", "  - networkpolicy.yaml\n  - missing.yaml\n")
+    assert_fails(step_errors(repo, tmp_path, "render"), "kustomize build k8s", "missing.yaml")
+
+
+def test_render_fails_on_unused_component(repo, tmp_path):
+    (repo / "k8s" / "orphan").mkdir()
+    (repo / "k8s" / "orphan" / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1alpha1\nkind: Component\n", encoding="utf-8"
+    )
+    assert_fails(step_errors(repo, tmp_path, "render"), "k8s/orphan/ is used by no entry point")
+
+
+# --------------------------------------------------------------------------- kubeval
+
+
+def test_kubeval_rejects_unknown_field(repo, tmp_path):
+    plant(
+        repo,
+        "k8s/data.yaml",
+        "          imagePullPolicy: IfNotPresent\n",
+        "          imagePullPolicy: IfNotPresent\n          imagePulPolicy: Always\n",
+    )
+    assert_fails(step_errors(repo, tmp_path, "kubeval"), "imagePulPolicy")
+
+
+def test_kubeval_rejects_core_kind_without_schema(repo, tmp_path):
+    plant(repo, "k8s/recommendation.yaml", "apiVersion: policy/v1\nkind: PodDisruptionBudget", "apiVersion: policy/v1beta3\nkind: PodDisruptionBudget")
+    assert_fails(step_errors(repo, tmp_path, "kubeval"), "PodDisruptionBudget")
+
+
+# ------------------------------------------------------------------------------ crds
+
+
+def test_crds_reject_unknown_istio_field(repo, tmp_path):
+    plant(repo, "istio/destinationrule-data.yaml", "      consecutive5xxErrors: 5\n", "      consecutive5xxErrors: 5\n      consecutive5xxError: 5\n")
+    assert_fails(step_errors(repo, tmp_path, "crds"), "consecutive5xxError", "unexpected")
+
+
+def test_crds_evaluate_cel_rules(repo, tmp_path):
+    # Schema-valid (a string), rejected only by the CRD's CEL rule duration(self) >= 1ms.
+    plant(repo, "istio/virtualservice-data.yaml", "perTryTimeout: 2s", "perTryTimeout: 0s")
+    assert_fails(step_errors(repo, tmp_path, "crds"), "perTryTimeout", "CEL")
+
+
+def test_crds_reject_wrong_type_in_dapr_resource(repo, tmp_path):
+    plant(repo, "dapr/resiliency.yaml", "maxRetries: 2", "maxRetries: two")
+    assert_fails(step_errors(repo, tmp_path, "crds"), "maxRetries", "not of type 'integer'")
+
+
+def test_crds_reject_unknown_dapr_field(repo, tmp_path):
+    plant(repo, "dapr/statestore.yaml", "  type: state.redis\n", "  type: state.redis\n  typo: true\n")
+    assert_fails(step_errors(repo, tmp_path, "crds"), "typo")
+
+
+def test_crds_reject_custom_resource_without_crd(repo, tmp_path):
+    plant(repo, "istio/telemetry.yaml", "kind: Telemetry", "kind: Telemetries")
+    assert_fails(step_errors(repo, tmp_path, "crds"), "no served CRD", "Telemetries")
+
+
+# -------------------------------------------------------------------------- istioctl
+
+
+def test_istioctl_validate_rejects_bad_retry_condition(repo, tmp_path):
+    # A plain string to the CRD schema; istioctl knows Envoy's retry conditions.
+    plant(repo, "istio/virtualservice-data.yaml", "retryOn: 5xx,connect-failure,reset", "retryOn: 5xx,connect-failure,sometimes")
+    assert_fails(step_errors(repo, tmp_path, "istioctl"), "istioctl validate")
+
+
+def test_istioctl_analyze_finds_missing_subset(repo, tmp_path):
+    plant(repo, "istio/virtualservice-data.yaml", "subset: v1", "subset: v9")
+    assert_fails(step_errors(repo, tmp_path, "istioctl"), "istioctl analyze", "v9")
+
+
+# --------------------------------------------------------------------------- checkov
+
+
+def test_checkov_flags_writable_root_filesystem(repo, tmp_path):
+    plant(repo, "k8s/data.yaml", "readOnlyRootFilesystem: true", "readOnlyRootFilesystem: false")
+    assert_fails(step_errors(repo, tmp_path, "checkov"), "CKV_K8S_22")
+
+
+def test_checkov_skip_needs_a_reason(repo, tmp_path):
+    plant(repo, "scripts/manifests/checkov-skips.txt", "CKV_K8S_15  # ", "CKV_K8S_15\n# ")
+    assert_fails(step_errors(repo, tmp_path, "checkov"), "CKV_K8S_15 has no reason")
+
+
+def test_checkov_checks_dockerfiles_when_present(repo, tmp_path):
+    (repo / "data").mkdir(exist_ok=True)
+    # Several faults at once (latest tag, ADD of a URL, root as the last USER), so the test
+    # keeps failing even if a reasoned skip is later added for one of them.
+    (repo / "data" / "Dockerfile.planted").write_text(
+        "FROM debian:latest\nADD https://example.invalid/app.tar.gz /app/\nUSER root\nCMD [\"/app/run\"]\n",
+        encoding="utf-8",
+    )
+    assert_fails(step_errors(repo, tmp_path, "checkov"), "checkov dockerfile")
+
+
+# ----------------------------------------------------------------------- consistency
+
+CONSISTENCY_PLANTS = [
+    ("service-selector", "k8s/data.yaml", "  selector:\n    app: data\n", "  selector:\n    app: datum\n", "Service/data selector"),
+    ("target-port", "k8s/data.yaml", "      targetPort: http\n", "      targetPort: metrics\n", "targetPort 'metrics'"),
+    ("port-vs-env", "k8s/recommendation.yaml", "            - name: PORT\n              value: \"8000\"", "            - name: PORT\n              value: \"8080\"", "containerPort 8000 != PORT 8080"),
+    ("probe-path", "k8s/data.yaml", "path: /readyz", "path: /ready", "readinessProbe path '/ready'"),
+    ("principal-sa", "istio/authorizationpolicy-data.yaml", "ns/agents/sa/recommendation", "ns/agents/sa/recommender", "ServiceAccount 'recommender'"),
+    ("principal-ns", "istio/authorizationpolicy-data.yaml", "ns/agents/sa/recommendation", "ns/default/sa/recommendation", "names namespace 'default'"),
+    ("dapr-app-id", "k8s/dapr/patch-recommendation.yaml", "- name: DATA_APP_ID\n              value: data", "- name: DATA_APP_ID\n              value: datastore", "DATA_APP_ID 'datastore'"),
+    ("dapr-scope", "dapr/statestore.yaml", "scopes:\n  - recommendation", "scopes:\n  - recommender", "scope 'recommender'"),
+    ("dapr-grace", "k8s/dapr/patch-data.yaml", "graceful-shutdown-seconds: \"20\"", "graceful-shutdown-seconds: \"45\"", "graceful-shutdown-seconds 45"),
+    ("vs-subset", "istio/destinationrule-data.yaml", "    - name: v1\n", "    - name: v1-old\n", "subset 'v1'"),
+    ("vs-host", "istio/virtualservice-data.yaml", "  hosts:\n    - data.agents.svc.cluster.local", "  hosts:\n    - dato.agents.svc.cluster.local", "host 'dato.agents.svc.cluster.local'"),
+    ("canary-weights", "istio/canary/virtualservice-recommendation.yaml", "weight: 10", "weight: 20", "add up to 110"),
+    ("istio-retries", "istio/patch-recommendation.yaml", "- name: DATA_RETRIES\n              value: \"0\"", "- name: DATA_RETRIES\n              value: \"2\"", "DATA_RETRIES must be 0 where Envoy retries"),
+    ("istio-timeout", "istio/virtualservice-data.yaml", "      timeout: 6s\n", "      timeout: 9s\n", "is not above VirtualService/data timeout 9s"),
+    ("hold-proxy", "istio/patch-data.yaml", "holdApplicationUntilProxyStarts\": true", "holdApplicationUntilProxyStarts\": false", "holdApplicationUntilProxyStarts"),
+    ("default-deny", "k8s/networkpolicy.yaml", "  name: default-deny\n  namespace: agents\nspec:\n  podSelector: {}", "  name: default-deny\n  namespace: agents\nspec:\n  podSelector:\n    matchLabels:\n      app: redis", "no default-deny NetworkPolicy"),
+    ("seed-pair", "k8s/data.yaml", "kind: PodDisruptionBudget\nmetadata:\n  name: data", "kind: PodDisruptionBudget\nmetadata:\n  name: data-pdb", "k8s/data.yaml lacks PodDisruptionBudget/data"),
+    ("image-name", "k8s/recommendation.yaml", "image: agent-mesh/recommendation:0.1.0", "image: agent-mesh/recommendation:latest", "is not agent-mesh/recommendation:<pinned tag>"),
+]
+
+
+@pytest.mark.parametrize("rel,old,new,needle", [p[1:] for p in CONSISTENCY_PLANTS], ids=[p[0] for p in CONSISTENCY_PLANTS])
+def test_consistency_catches(repo, tmp_path, rel, old, new, needle):
+    plant(repo, rel, old, new)
+    assert_fails(step_errors(repo, tmp_path, "consistency"), needle)
+
+
+def test_consistency_compares_images_with_compose(repo, tmp_path):
+    for name in ("docker-compose.yml", "docker-compose.yaml", "compose.yml", "compose.yaml"):
+        if (repo / name).exists():
+            (repo / name).unlink()
+    (repo / "docker-compose.yml").write_text(
+        "services:\n  data-agent:\n    image: agent-mesh/data:0.2.0\n  recommendation:\n    image: agent-mesh/recommendation:0.1.0\n",
+        encoding="utf-8",
+    )
+    assert_fails(step_errors(repo, tmp_path, "consistency"), "differs from compose's ['agent-mesh/data:0.2.0']")
+
+
+def test_consistency_reads_routes_from_code(repo, tmp_path, monkeypatch):
+    # With Rust sources present, the probe paths are checked against their .route(...) calls.
+    monkeypatch.delenv("ROUTES_FROM", raising=False)
+    for crate in ("shared", "data", "recommendation"):
+        src = repo / crate / "src"
+        if src.exists():
+            shutil.rmtree(src)
+    (repo / "data" / "src").mkdir(parents=True)
+    (repo / "data" / "src" / "main.rs").write_text(
+        'fn app() { Router::new().route("/data", get(data)).route("/healthz", get(h)); }\n', encoding="utf-8"
+    )
+    (repo / "recommendation" / "src").mkdir(parents=True)
+    (repo / "recommendation" / "src" / "main.rs").write_text(
+        'fn app() { Router::new().route("/recommend", get(r)).route("/healthz", get(h)).route("/readyz", get(r)); }\n',
+        encoding="utf-8",
+    )
+    # data has no /readyz route in this planted code, so its readiness probe must fail.
+    assert_fails(step_errors(repo, tmp_path, "consistency"), "Deployment/data: readinessProbe path '/readyz'")
