@@ -166,3 +166,15 @@ async fn app_api_token_guards_data_but_not_the_probes() {
         assert_eq!(call(app.clone(), Method::GET, probe).await.0, StatusCode::OK, "{probe}");
     }
 }
+
+#[tokio::test]
+async fn openapi_documents_put_data_with_its_body_and_errors() {
+    let (status, _, body) = call(app().0, Method::GET, "/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    let spec: Value = serde_json::from_slice(&body).unwrap();
+    let put = &spec["paths"]["/data"]["put"];
+    assert!(put["requestBody"].is_object());
+    for code in ["200", "401", "403", "422"] {
+        assert!(put["responses"][code].is_object(), "PUT /data: {code} undocumented");
+    }
+}
