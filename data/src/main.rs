@@ -11,11 +11,17 @@ fn main() -> ExitCode {
         if command == Some(Subcommand::Healthcheck) {
             return Ok(shared::healthcheck::run(&config.server).await);
         }
-        let shutdown = shared::shutdown::listen()?;
+        let mut shutdown = Box::pin(shared::shutdown::listen()?);
         shared::telemetry::init(config.server.log_format, &config.server.log_filter)?;
+        let mut state = AppState::new(&config);
+        if let Some(sidecar) = state.sidecar() {
+            match config.dapr.start_with_sidecar_or(sidecar, &mut shutdown).await? {
+                Some(token) => state.set_app_api_token(token),
+                None => return Ok(ExitCode::SUCCESS),
+            }
+        }
         let listener = shared::server::bind(&config.server).await?;
         tracing::info!(addr = %listener.local_addr()?, version = env!("CARGO_PKG_VERSION"), "data agent listening");
-        let state = AppState::new(&config);
         state.faults().warn_if_active();
         Ok(data::run(listener, state, shutdown).await?.exit_code())
     })

@@ -106,3 +106,75 @@ async fn unknown_docs_asset_is_json_404() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body, br#"{"detail":"Not Found"}"#);
 }
+
+async fn put(app: Router, body: &'static str, headers: &[(&str, &str)]) -> (StatusCode, Value) {
+    let mut req = Request::builder().method(Method::PUT).uri("/data").header("content-type", "application/json");
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let response = app.oneshot(req.body(Body::from(body)).unwrap()).await.unwrap();
+    let status = response.status();
+    let body = to_bytes(response.into_body(), usize::MAX).await.unwrap();
+    (status, serde_json::from_slice(&body).unwrap())
+}
+
+#[tokio::test]
+async fn put_data_changes_what_get_data_serves_and_reports_events_disabled_without_dapr() {
+    let (app, _) = app();
+    let (status, body) = put(app.clone(), r#"{"processed_data":"fresh"}"#, &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, json!({"version": 1, "processed_data": "fresh", "event": "disabled"}));
+    let (_, _, served) = call(app, Method::GET, "/data").await;
+    assert_eq!(served, br#"{"processed_data":"fresh"}"#);
+}
+
+#[tokio::test]
+async fn put_data_validates_like_fastapi() {
+    let (app, _) = app();
+    let (status, body) = put(app.clone(), r#"{"processed_data": 5}"#, &[]).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        body,
+        json!({"detail": [{"type": "string_type", "loc": ["body", "processed_data"],
+            "msg": "Input should be a valid string", "input": 5}]})
+    );
+    let (_, body) = put(app.clone(), "{}", &[]).await;
+    assert_eq!(
+        body,
+        json!({"detail": [{"type": "missing", "loc": ["body", "processed_data"], "msg": "Field required", "input": {}}]})
+    );
+    let (_, body) = put(app.clone(), "", &[]).await;
+    assert_eq!(body, json!({"detail": [{"type": "missing", "loc": ["body"], "msg": "Field required", "input": null}]}));
+    let (_, body) = put(app.clone(), "[1]", &[]).await;
+    assert_eq!(body["detail"][0]["type"], "model_attributes_type");
+    let (_, body) = put(app, r#"{"processed_data": ""}"#, &[]).await;
+    assert_eq!(body["detail"][0]["ctx"], json!({"min_length": 1}));
+}
+
+#[tokio::test]
+async fn app_api_token_guards_data_but_not_the_probes() {
+    let mut config = Config::for_tests();
+    config.dapr.app_api_token = Some("app-secret".to_owned());
+    let app = router(AppState::new(&config));
+    let (status, _, body) = call(app.clone(), Method::GET, "/data").await;
+    assert_eq!((status, body.as_slice()), (StatusCode::UNAUTHORIZED, &br#"{"detail":"Not authenticated"}"#[..]));
+    let (status, _) = put(app.clone(), r#"{"processed_data":"x"}"#, &[("dapr-api-token", "nope")]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = put(app.clone(), r#"{"processed_data":"x"}"#, &[("dapr-api-token", "app-secret")]).await;
+    assert_eq!(status, StatusCode::OK);
+    for probe in ["/healthz", "/readyz", "/openapi.json"] {
+        assert_eq!(call(app.clone(), Method::GET, probe).await.0, StatusCode::OK, "{probe}");
+    }
+}
+
+#[tokio::test]
+async fn openapi_documents_put_data_with_its_body_and_errors() {
+    let (status, _, body) = call(app().0, Method::GET, "/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    let spec: Value = serde_json::from_slice(&body).unwrap();
+    let put = &spec["paths"]["/data"]["put"];
+    assert!(put["requestBody"].is_object());
+    for code in ["200", "401", "403", "422"] {
+        assert!(put["responses"][code].is_object(), "PUT /data: {code} undocumented");
+    }
+}

@@ -3,7 +3,10 @@
 use std::{fmt, time::Duration};
 
 use clap::{Args, Parser, ValueEnum};
-use shared::config::{ServerArgs, Subcommand, parse_duration, parse_positive_duration};
+use shared::{
+    config::{ServerArgs, Subcommand, parse_duration, parse_positive_duration},
+    dapr::{DaprArgs, parse_component_name},
+};
 use url::Url;
 
 /// Port the Dapr sidecar serves its HTTP API on when `DAPR_HTTP_PORT` is not set (Dapr's own default).
@@ -34,6 +37,68 @@ pub struct Config {
     /// How the data agent is reached.
     #[command(flatten)]
     pub data: DataArgs,
+    /// Tokens, secrets and the startup wait for the Dapr sidecar.
+    #[command(flatten)]
+    pub dapr: DaprArgs,
+    /// Per-user state, the data cache and data-change events.
+    #[command(flatten)]
+    pub state: StateArgs,
+}
+
+/// Settings for per-user state (Dapr state store, or in-process without Dapr), the cache of the data agent's
+/// answer and the data-updated subscription.
+#[derive(Debug, Clone, Args)]
+pub struct StateArgs {
+    /// Name of the Dapr state store component holding user preferences and last recommendations.
+    #[arg(long, env = "STATE_STORE", default_value = "statestore", value_parser = parse_component_name)]
+    pub state_store: String,
+
+    /// How long a user's last recommendation is kept (sent as `ttlInSeconds`; whole seconds, at least 1s).
+    #[arg(long, env = "STATE_TTL", default_value = "1h", value_parser = parse_ttl)]
+    pub state_ttl: Duration,
+
+    /// How many times a state write that lost against a concurrent one (ETag conflict) is retried before the
+    /// request fails with 503.
+    #[arg(long, env = "STATE_WRITE_RETRIES", default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=50))]
+    pub state_write_retries: u32,
+
+    /// Name of the Dapr pub/sub component data-change events arrive on.
+    #[arg(long, env = "PUBSUB_NAME", default_value = "pubsub", value_parser = parse_component_name)]
+    pub pubsub_name: String,
+
+    /// Topic of the data-change events.
+    #[arg(long, env = "PUBSUB_TOPIC", default_value = "data-updated", value_parser = parse_component_name)]
+    pub pubsub_topic: String,
+
+    /// How long the data agent's answer is reused. Unset: 30s when a Dapr sidecar delivers data-updated events
+    /// (each event clears the cache), else 0s, which turns the cache off.
+    #[arg(long, env = "DATA_CACHE_TTL", value_parser = parse_duration)]
+    pub data_cache_ttl: Option<Duration>,
+}
+
+/// Data cache lifetime when events keep it fresh and DATA_CACHE_TTL is unset.
+pub const DATA_CACHE_TTL_WITH_EVENTS: Duration = Duration::from_secs(30);
+
+impl StateArgs {
+    /// Defaults, as `--help` documents them.
+    pub fn defaults() -> Self {
+        Self {
+            state_store: "statestore".to_owned(),
+            state_ttl: Duration::from_secs(3600),
+            state_write_retries: 5,
+            pubsub_name: "pubsub".to_owned(),
+            pubsub_topic: "data-updated".to_owned(),
+            data_cache_ttl: None,
+        }
+    }
+}
+
+fn parse_ttl(raw: &str) -> Result<Duration, String> {
+    let ttl = parse_duration(raw)?;
+    if ttl.as_secs() == 0 || ttl.subsec_nanos() != 0 {
+        return Err("must be a whole number of seconds, at least 1s".to_owned());
+    }
+    Ok(ttl)
 }
 
 /// Settings for the call to the data agent.
@@ -187,6 +252,27 @@ impl DataArgs {
 }
 
 impl Config {
+    /// HTTP port of the local Dapr sidecar, if the agent has one: DAPR_HTTP_PORT, or Dapr's default port when
+    /// DATA_MODE=dapr.
+    pub fn sidecar_port(&self) -> Option<u16> {
+        match (self.data.dapr_http_port, self.data.mode()) {
+            (Some(port), _) => Some(port),
+            (None, DataMode::Dapr) => Some(DAPR_DEFAULT_HTTP_PORT),
+            (None, DataMode::Direct) => None,
+        }
+    }
+
+    /// How long the data agent's answer is cached (zero: not cached).
+    pub fn data_cache_ttl(&self) -> Duration {
+        match (self.state.data_cache_ttl, self.sidecar_port()) {
+            (Some(ttl), _) => ttl,
+            (None, Some(_)) => DATA_CACHE_TTL_WITH_EVENTS,
+            (None, None) => Duration::ZERO,
+        }
+    }
+}
+
+impl Config {
     /// Settings for tests: loopback, ephemeral port, direct mode to `data_url`, resilience settings at their
     /// defaults.
     pub fn for_tests(data_url: Url) -> Self {
@@ -208,6 +294,8 @@ impl Config {
                 data_breaker_cooldown: Duration::from_secs(2),
                 stale_cache_ttl: Duration::ZERO,
             },
+            dapr: DaprArgs::for_tests(),
+            state: StateArgs::defaults(),
         }
     }
 }
@@ -262,6 +350,19 @@ mod tests {
         assert_eq!(dapr.data_endpoint().as_str(), "http://127.0.0.1:3500/v1.0/invoke/data/method/data");
         let dapr_port = args(DataModeSetting::Auto, Some(3601), "http://data:8000");
         assert_eq!(dapr_port.data_endpoint().as_str(), "http://127.0.0.1:3601/v1.0/invoke/data/method/data");
+    }
+
+    #[test]
+    fn the_data_cache_is_off_without_a_sidecar_unless_asked_for() {
+        let mut config = Config::for_tests(parse_base_url("http://data:8000").unwrap());
+        assert_eq!((config.sidecar_port(), config.data_cache_ttl()), (None, Duration::ZERO));
+        config.data.data_mode = DataModeSetting::Dapr;
+        assert_eq!((config.sidecar_port(), config.data_cache_ttl()), (Some(3500), DATA_CACHE_TTL_WITH_EVENTS));
+        config.state.data_cache_ttl = Some(Duration::from_secs(2));
+        assert_eq!(config.data_cache_ttl(), Duration::from_secs(2));
+        assert!(parse_ttl("1500ms").is_err());
+        assert!(parse_ttl("0s").is_err());
+        assert_eq!(parse_ttl("2m"), Ok(Duration::from_secs(120)));
     }
 
     #[test]

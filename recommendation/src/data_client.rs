@@ -15,7 +15,7 @@ use std::{
 };
 
 use backon::Retryable;
-use reqwest::header::{ACCEPT, CONTENT_LENGTH, HeaderValue};
+use reqwest::header::{ACCEPT, CONTENT_LENGTH, HeaderMap, HeaderValue};
 use serde::Serialize;
 use serde_json::Value;
 use shared::propagation::TraceHeaders;
@@ -47,6 +47,8 @@ pub struct DataClient {
     breaker: CircuitBreaker,
     stale: StaleCache,
     last_call: Arc<Mutex<Option<LastCall>>>,
+    /// Headers only the sidecar may see (`dapr-api-token`); empty in direct mode.
+    sidecar_headers: HeaderMap,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -135,7 +137,17 @@ impl DataClient {
             breaker: CircuitBreaker::new(args.data_breaker_threshold, args.data_breaker_cooldown),
             stale: StaleCache { ttl: args.stale_cache_ttl, last_good: Arc::default() },
             last_call: Arc::default(),
+            sidecar_headers: HeaderMap::new(),
         })
+    }
+
+    /// Adds headers for the Dapr sidecar (its API token) to every call; ignored in direct mode, so a token never
+    /// leaves for DATA_URL.
+    pub fn with_sidecar_headers(mut self, headers: HeaderMap) -> Self {
+        if self.mode == DataMode::Dapr {
+            self.sidecar_headers = headers;
+        }
+        self
     }
 
     /// The mode in effect.
@@ -230,6 +242,7 @@ impl DataClient {
             .http
             .get(self.endpoint.clone())
             .headers(trace.headers().clone())
+            .headers(self.sidecar_headers.clone())
             .header(ACCEPT, HeaderValue::from_static("application/json"))
             .send()
             .await

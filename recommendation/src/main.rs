@@ -14,15 +14,24 @@ fn main() -> ExitCode {
         if command == Some(Subcommand::Healthcheck) {
             return Ok(shared::healthcheck::run(&config.server).await);
         }
-        let shutdown = shared::shutdown::listen()?;
+        let mut shutdown = Box::pin(shared::shutdown::listen()?);
         shared::telemetry::init(config.server.log_format, &config.server.log_filter)?;
-        let state = AppState::new(&config)?;
+        let mut state = AppState::new(&config)?;
+        if let Some(sidecar) = state.sidecar() {
+            match config.dapr.start_with_sidecar_or(sidecar, &mut shutdown).await? {
+                Some(token) => state.set_app_api_token(token),
+                None => return Ok(ExitCode::SUCCESS),
+            }
+        }
+        let (data_cache_ttl, state_backend) = state.describe();
         let listener = shared::server::bind(&config.server).await?;
         tracing::info!(
             addr = %listener.local_addr()?,
             version = env!("CARGO_PKG_VERSION"),
             data_mode = state.data().mode().as_str(),
             data_endpoint = %state.data().endpoint(),
+            data_cache_ttl = ?data_cache_ttl,
+            state_backend,
             "recommendation agent listening"
         );
         Ok(recommendation::run(listener, state, shutdown).await?.exit_code())

@@ -83,3 +83,19 @@ async fn openapi_documents_recommend_with_its_parameter_and_every_error() {
         assert!(spec["paths"][path]["get"].is_object(), "{path} missing");
     }
 }
+
+#[tokio::test]
+async fn openapi_documents_the_user_and_event_routes() {
+    let (_, spec) = get("/openapi.json").await;
+    let prefs = &spec["paths"]["/users/{user_id}/preferences"];
+    for (method, codes) in [("get", &["200", "404", "422", "503"][..]), ("put", &["200", "412", "422", "503"][..])] {
+        for code in codes {
+            assert!(prefs[method]["responses"][code].is_object(), "{method} preferences: {code} undocumented");
+        }
+    }
+    assert!(prefs["put"]["requestBody"].is_object());
+    assert!(spec["paths"]["/dapr/subscribe"]["get"].is_object());
+    assert!(spec["paths"]["/events/data-updated"]["post"]["responses"]["200"].is_object());
+    let recommend = spec["paths"]["/recommend"]["get"]["parameters"].as_array().unwrap();
+    assert!(recommend.iter().any(|p| p["name"] == "user" && p["in"] == "query"));
+}

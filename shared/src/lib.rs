@@ -4,7 +4,9 @@
 //! FastAPI-compatible error bodies, the HTTP server with graceful drain, trace-header propagation, API docs).
 //! Service logic never lives here.
 
+pub mod body;
 pub mod config;
+pub mod dapr;
 pub mod docs;
 pub mod errors;
 pub mod health;

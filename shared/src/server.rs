@@ -90,9 +90,14 @@ pub async fn serve(
     connections.accept_until(&listener, &app, Some(&connections.graceful), shutdown).await;
     health.start_draining();
     tracing::info!(delay_ms = options.shutdown_delay.as_millis() as u64, "readiness now failing; draining soon");
-    connections
-        .accept_until(&listener, &app, Some(&connections.graceful), tokio::time::sleep(options.shutdown_delay))
-        .await;
+    // Skipped without a delay: a zero sleep is not ready on its first poll (tokio fires it on the next timer
+    // tick), so a connection waiting in the backlog would be accepted here as a normal one and then closed by
+    // the drain before its request is read (the client sees a reset instead of the draining answer).
+    if !options.shutdown_delay.is_zero() {
+        connections
+            .accept_until(&listener, &app, Some(&connections.graceful), tokio::time::sleep(options.shutdown_delay))
+            .await;
+    }
 
     tracing::info!(
         timeout_ms = options.drain_timeout.as_millis() as u64,

@@ -21,8 +21,9 @@ pub struct ValidationIssue {
     /// Machine-readable code such as `int_parsing` or `greater_than_equal`.
     #[serde(rename = "type")]
     pub kind: String,
-    /// Where the input was: source (`query`, `path`, `body`) then name.
-    pub loc: Vec<String>,
+    /// Where the input was: source (`query`, `path`, `body`) then names, and positions (numbers) within lists or
+    /// undecodable JSON.
+    pub loc: Vec<Value>,
     /// What is wrong, for people.
     pub msg: String,
     /// The rejected input as received.
@@ -69,7 +70,7 @@ impl QueryParams {
     /// An optional integer parameter that must lie within `range`.
     pub fn optional_int(&self, name: &str, range: RangeInclusive<i64>) -> Result<Option<i64>, Box<ValidationIssue>> {
         let Some(raw) = self.get(name) else { return Ok(None) };
-        let loc = vec!["query".to_owned(), name.to_owned()];
+        let loc = vec![json!("query"), json!(name)];
         let issue = |kind: &str, msg: String, ctx: Option<Value>| {
             Box::new(ValidationIssue {
                 kind: kind.to_owned(),
@@ -112,6 +113,12 @@ impl QueryParams {
             Ok(Some(value))
         }
     }
+}
+
+/// An integer as pydantic's lax mode reads it from text, e.g. `" 5 "`, `1_000` or `5.0`; `None` if it is not one
+/// (or does not fit an `i64`).
+pub fn parse_lax_int(raw: &str) -> Option<i64> {
+    pydantic_int_text(raw)?.parse().ok()
 }
 
 /// The integer text pydantic's lax mode accepts, normalised for `str::parse`: surrounding whitespace, a sign,

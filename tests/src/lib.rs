@@ -1,6 +1,8 @@
 //! Harness for cross-service tests: agents and stand-in upstreams served on loopback port 0, stopped on demand,
 //! and the compiled binaries run as real processes.
 
+pub mod dapr;
+
 use std::{
     future::Future,
     io::{BufRead, BufReader},
@@ -265,6 +267,12 @@ pub struct AgentProcess {
 impl AgentProcess {
     /// Starts `binary` on an ephemeral loopback port with `envs`, and waits (bounded) for its "listening" log line.
     pub fn start(binary: &str, envs: &[(&str, &str)]) -> Self {
+        Self::start_within(binary, envs, Duration::from_secs(10))
+    }
+
+    /// Like [`AgentProcess::start`], waiting up to `bound` for the "listening" line (an agent with a sidecar
+    /// waits for the sidecar first).
+    pub fn start_within(binary: &str, envs: &[(&str, &str)], bound: Duration) -> Self {
         let mut child = Command::new(self::binary(binary))
             .env_clear()
             .envs([("PORT", "0"), ("BIND_ADDR", "127.0.0.1"), ("LOG_FORMAT", "json")])
@@ -275,8 +283,9 @@ impl AgentProcess {
             .expect("agent binary starts");
         let lines = read_lines(child.stdout.take().expect("piped stdout"));
         let addr = loop {
-            let line =
-                lines.recv_timeout(Duration::from_secs(10)).expect("agent printed its listening line within 10 s");
+            let line = lines
+                .recv_timeout(bound)
+                .unwrap_or_else(|_| panic!("{binary} did not print its listening line within {bound:?}"));
             let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
             if event["message"].as_str().is_some_and(|m| m.ends_with("listening")) {
                 break event["addr"].as_str().expect("addr field").parse().expect("socket address");

@@ -48,6 +48,10 @@ fn a_bad_setting_exits_2_with_one_line_naming_it() {
         ("recommendation", "DATA_BREAKER_COOLDOWN", "0s"),
         ("recommendation", "REQUEST_DEADLINE", "0s"),
         ("recommendation", "STALE_CACHE_TTL", "a while"),
+        ("recommendation", "STATE_TTL", "1500ms"),
+        ("recommendation", "STATE_STORE", "state/../x"),
+        ("data", "PUBSUB_TOPIC", ""),
+        ("data", "DAPR_API_TOKEN", "two words"),
     ] {
         let output = Command::new(binary(bin)).env_clear().env(env, value).output().unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -70,7 +74,9 @@ fn help_documents_every_setting_with_its_environment_variable() {
         "MAX_IN_FLIGHT",
         "MAX_BODY_BYTES",
     ];
-    let data_only = ["FAULT_STATUS", "FAULT_DELAY", "FAULT_BODY", "FAULT_FIRST"];
+    let dapr = ["DAPR_API_TOKEN", "APP_API_TOKEN", "APP_API_TOKEN_SECRET", "SECRET_STORE", "DAPR_WAIT_TIMEOUT"];
+    let data_only =
+        ["FAULT_STATUS", "FAULT_DELAY", "FAULT_BODY", "FAULT_FIRST", "DAPR_HTTP_PORT", "PUBSUB_NAME", "PUBSUB_TOPIC"];
     let reco_only = [
         "DATA_MODE",
         "DATA_URL",
@@ -86,12 +92,18 @@ fn help_documents_every_setting_with_its_environment_variable() {
         "DATA_BREAKER_THRESHOLD",
         "DATA_BREAKER_COOLDOWN",
         "STALE_CACHE_TTL",
+        "STATE_STORE",
+        "STATE_TTL",
+        "STATE_WRITE_RETRIES",
+        "PUBSUB_NAME",
+        "PUBSUB_TOPIC",
+        "DATA_CACHE_TTL",
     ];
     for (bin, specific) in [("data", &data_only[..]), ("recommendation", &reco_only[..])] {
         let output = Command::new(binary(bin)).arg("--help").output().unwrap();
         assert!(output.status.success());
         let help = String::from_utf8_lossy(&output.stdout);
-        for env in common.iter().chain(specific) {
+        for env in common.iter().chain(&dapr).chain(specific) {
             assert!(help.contains(&format!("[env: {env}")), "{bin} --help does not document {env}:\n{help}");
         }
         assert!(help.contains("healthcheck"), "{bin} --help does not list the healthcheck subcommand");
@@ -109,4 +121,47 @@ fn healthcheck_subcommand_exits_0_when_healthy_and_1_when_nothing_listens() {
     let down =
         Command::new(binary("recommendation")).env_clear().env("PORT", &port).arg("healthcheck").output().unwrap();
     assert_eq!(down.status.code(), Some(1));
+}
+
+#[test]
+fn an_agent_whose_sidecar_never_answers_gives_up_within_the_wait_bound() {
+    // A port nothing listens on: taken from a listener that is then closed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    for bin in ["data", "recommendation"] {
+        let started = std::time::Instant::now();
+        let output = Command::new(binary(bin))
+            .env_clear()
+            .envs([("PORT", "0"), ("BIND_ADDR", "127.0.0.1"), ("DAPR_HTTP_PORT", &port), ("DAPR_WAIT_TIMEOUT", "1s")])
+            .output()
+            .unwrap();
+        let elapsed = started.elapsed();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{bin}: {stderr}");
+        assert!(stderr.contains("not ready within 1s"), "{bin}: {stderr}");
+        assert!(
+            elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(3),
+            "{bin} gave up after {elapsed:?}"
+        );
+    }
+}
+
+#[test]
+fn sigterm_while_waiting_for_the_sidecar_exits_0_at_once() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    for bin in ["data", "recommendation"] {
+        let mut child = Command::new(binary(bin))
+            .env_clear()
+            .envs([("PORT", "0"), ("DAPR_HTTP_PORT", &port), ("DAPR_WAIT_TIMEOUT", "60s"), ("LOG_FORMAT", "json")])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The JSON log line at startup (telemetry is up) comes before the wait; wait for the first output.
+        let mut first = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut first).ok();
+        let started = std::time::Instant::now();
+        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(0), "{bin}");
+        assert!(started.elapsed() < Duration::from_secs(3), "{bin} took {:?}", started.elapsed());
+    }
 }

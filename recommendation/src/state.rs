@@ -1,0 +1,504 @@
+//! Per-user state: preferences (`PUT`/`GET /users/{user_id}/preferences`) and the last recommendation with a
+//! count of recommendations served, kept in the Dapr state store when the agent has a sidecar and in an
+//! in-process map otherwise.
+//!
+//! Every write uses first-write concurrency: with the ETag read before, it succeeds only if nobody wrote in
+//! between; for a new key, only if nobody created it first. A read-modify-write that loses is re-read and
+//! retried a bounded number of times (STATE_WRITE_RETRIES), so concurrent requests never lose an update.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use axum::{
+    Json,
+    extract::{Path, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use shared::{
+    body::{Fields, JsonBody},
+    dapr::{Sidecar, SidecarError, StateItem},
+    errors::json_error,
+    validation::{ValidationErrorBody, ValidationIssue},
+};
+use utoipa::ToSchema;
+
+use crate::AppState;
+
+/// What a user id must look like (FastAPI: `Path(pattern=...)` / `Query(pattern=...)`).
+pub const USER_ID_PATTERN: &str = "^[A-Za-z0-9._-]{1,64}$";
+
+/// Most entries the in-process store keeps; beyond, the entry closest to expiry goes first.
+const MEMORY_CAPACITY: usize = 10_000;
+
+/// Checks a user id; `source` is `query` or `path`, `name` the parameter's name, for FastAPI's `loc`.
+pub fn check_user_id(raw: &str, source: &str, name: &str) -> Result<String, ValidationErrorBody> {
+    let valid = (1..=64).contains(&raw.len())
+        && raw.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if valid {
+        return Ok(raw.to_owned());
+    }
+    Err(ValidationErrorBody {
+        detail: vec![ValidationIssue {
+            kind: "string_pattern_mismatch".to_owned(),
+            loc: vec![json!(source), json!(name)],
+            msg: format!("String should match pattern '{USER_ID_PATTERN}'"),
+            input: Value::String(raw.to_owned()),
+            ctx: Some(json!({"pattern": USER_ID_PATTERN})),
+        }],
+    })
+}
+
+/// A user's preferences.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"categories": ["books", "music"], "max_results": 5}))]
+pub struct Preferences {
+    /// Categories the user cares about: at most 10, each 1 to 40 characters.
+    #[serde(default)]
+    #[schema(max_items = 10)]
+    pub categories: Vec<String>,
+    /// How many items a recommendation may use, 1 to 100 (default 10).
+    #[serde(default = "default_max_results")]
+    #[schema(minimum = 1, maximum = 100)]
+    pub max_results: i64,
+}
+
+fn default_max_results() -> i64 {
+    10
+}
+
+impl Default for Preferences {
+    fn default() -> Self {
+        Self { categories: Vec::new(), max_results: default_max_results() }
+    }
+}
+
+impl Preferences {
+    /// Validates a decoded body with FastAPI's 422 shapes (unknown fields are refused).
+    pub fn from_body(body: &Value) -> Result<Self, ValidationErrorBody> {
+        let mut fields = Fields::of(body)?;
+        let categories = fields.string_list("categories", false, 10, 1, 40);
+        let max_results = fields.int("max_results", false, 1, 100);
+        fields.finish()?;
+        let defaults = Self::default();
+        Ok(Self {
+            categories: categories.unwrap_or(defaults.categories),
+            max_results: max_results.unwrap_or(defaults.max_results),
+        })
+    }
+}
+
+/// What is kept per user besides preferences.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct History {
+    /// Recommendations served to this user while the entry lived.
+    pub recommendations_served: u64,
+    /// The last recommendation served.
+    pub last: Value,
+}
+
+/// Why a state operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The store (the sidecar or its backend) failed.
+    #[error("state store unavailable: {0}")]
+    Unavailable(#[source] SidecarError),
+    /// Concurrent writers kept winning for longer than the retry bound.
+    #[error("state write kept conflicting after {0} attempts")]
+    Contention(u32),
+    /// `If-Match` named a version that is no longer current.
+    #[error("precondition failed: the preferences changed since they were read")]
+    PreconditionFailed,
+}
+
+impl IntoResponse for StateError {
+    fn into_response(self) -> Response {
+        tracing::warn!(error = %self, "state operation failed");
+        let mut response = match self {
+            Self::Unavailable(_) => {
+                json_error(StatusCode::SERVICE_UNAVAILABLE, "The state store is unavailable; try again shortly.")
+            }
+            Self::Contention(_) => json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Too many concurrent updates for this user; try again shortly.",
+            ),
+            Self::PreconditionFailed => {
+                return json_error(
+                    StatusCode::PRECONDITION_FAILED,
+                    "The preferences changed since they were read; read them again.",
+                );
+            }
+        };
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        response
+    }
+}
+
+#[derive(Debug)]
+struct MemoryEntry {
+    value: Value,
+    version: u64,
+    expires: Option<Instant>,
+}
+
+/// Where user state lives.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// The Dapr state API of the local sidecar, store `store`.
+    Dapr {
+        /// The sidecar.
+        sidecar: Sidecar,
+        /// State store component name.
+        store: String,
+    },
+    /// This process (used without a sidecar): same semantics, lost on restart, not shared between replicas.
+    Memory(Arc<MemoryStore>),
+}
+
+/// The in-process store behind [`Backend::Memory`].
+#[derive(Debug, Default)]
+pub struct MemoryStore(Mutex<HashMap<String, MemoryEntry>>);
+
+impl Backend {
+    /// The in-process backend.
+    pub fn memory() -> Self {
+        Self::Memory(Arc::default())
+    }
+
+    /// `dapr` or `memory`, for logs and readiness.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Dapr { .. } => "dapr",
+            Self::Memory(_) => "memory",
+        }
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<StateItem>, SidecarError> {
+        match self {
+            Self::Dapr { sidecar, store } => sidecar.get_state(store, key).await,
+            Self::Memory(map) => {
+                let map = map.0.lock().unwrap_or_else(|p| p.into_inner());
+                Ok(map
+                    .get(key)
+                    .filter(|e| e.expires.is_none_or(|t| t > Instant::now()))
+                    .map(|e| StateItem { value: e.value.clone(), etag: Some(e.version.to_string()) }))
+            }
+        }
+    }
+
+    async fn save(
+        &self,
+        key: &str,
+        value: &Value,
+        etag: Option<&str>,
+        ttl: Option<Duration>,
+    ) -> Result<(), SidecarError> {
+        match self {
+            Self::Dapr { sidecar, store } => sidecar.save_state(store, key, value, etag, ttl).await,
+            Self::Memory(map) => {
+                let mut map = map.0.lock().unwrap_or_else(|p| p.into_inner());
+                let now = Instant::now();
+                let current = map.get(key).filter(|e| e.expires.is_none_or(|t| t > now)).map(|e| e.version);
+                let version = match (current, etag) {
+                    (None, None) => 1,
+                    (Some(current), Some(etag)) if etag == current.to_string() => current + 1,
+                    _ => return Err(SidecarError::Conflict),
+                };
+                if !map.contains_key(key) && map.len() >= MEMORY_CAPACITY {
+                    map.retain(|_, e| e.expires.is_none_or(|t| t > now));
+                    if map.len() >= MEMORY_CAPACITY {
+                        let soonest = map
+                            .iter()
+                            .min_by_key(|(_, e)| e.expires.unwrap_or(now + Duration::from_secs(u32::MAX.into())));
+                        if let Some(evict) = soonest.map(|(k, _)| k.clone()) {
+                            map.remove(&evict);
+                        }
+                    }
+                }
+                map.insert(
+                    key.to_owned(),
+                    MemoryEntry { value: value.clone(), version, expires: ttl.map(|t| now + t) },
+                );
+                Ok(())
+            }
+        }
+    }
+}
+
+/// User state with its settings.
+#[derive(Debug, Clone)]
+pub struct UserState {
+    backend: Backend,
+    ttl: Duration,
+    retries: u32,
+}
+
+fn preferences_key(user: &str) -> String {
+    format!("preferences-{user}")
+}
+
+fn history_key(user: &str) -> String {
+    format!("history-{user}")
+}
+
+/// A short pause before retrying a conflicting write, growing per attempt and spread by the clock's
+/// nanoseconds so that writers that collided do not collide again in lockstep.
+fn backoff(attempt: u32) -> Duration {
+    let spread = u64::from(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos() % 10,
+    );
+    Duration::from_millis(u64::from(attempt.min(10)) * 5 + spread)
+}
+
+impl UserState {
+    /// User state in `backend`; last recommendations live for `ttl`; conflicting writes are retried `retries`
+    /// times.
+    pub fn new(backend: Backend, ttl: Duration, retries: u32) -> Self {
+        Self { backend, ttl, retries }
+    }
+
+    /// Where the state lives.
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// Read-modify-write of `key` with first-write concurrency and bounded retries; returns the value written.
+    async fn update(
+        &self,
+        key: &str,
+        ttl: Option<Duration>,
+        mut change: impl FnMut(Option<Value>) -> Value,
+    ) -> Result<Value, StateError> {
+        for attempt in 0..=self.retries {
+            let current = self.backend.get(key).await.map_err(StateError::Unavailable)?;
+            let etag = current.as_ref().and_then(|c| c.etag.clone());
+            let next = change(current.map(|c| c.value));
+            match self.backend.save(key, &next, etag.as_deref(), ttl).await {
+                Ok(()) => return Ok(next),
+                Err(SidecarError::Conflict) => {
+                    tracing::debug!(key, attempt, "state write conflicted; retrying");
+                    tokio::time::sleep(backoff(attempt + 1)).await;
+                }
+                Err(err) => return Err(StateError::Unavailable(err)),
+            }
+        }
+        Err(StateError::Contention(self.retries + 1))
+    }
+
+    /// The user's preferences and their ETag, if stored.
+    pub async fn preferences(&self, user: &str) -> Result<Option<(Preferences, Option<String>)>, StateError> {
+        let item = self.backend.get(&preferences_key(user)).await.map_err(StateError::Unavailable)?;
+        Ok(item.map(|item| {
+            // Stored by this agent; anything unreadable is treated as no preferences rather than an error.
+            (serde_json::from_value(item.value).unwrap_or_default(), item.etag)
+        }))
+    }
+
+    /// Stores preferences: with `if_match`, only if they are still at that version.
+    pub async fn set_preferences(
+        &self,
+        user: &str,
+        preferences: &Preferences,
+        if_match: Option<&str>,
+    ) -> Result<Option<String>, StateError> {
+        let key = preferences_key(user);
+        let value = serde_json::to_value(preferences).expect("preferences are plain JSON");
+        match if_match {
+            Some(etag) => match self.backend.save(&key, &value, Some(etag), None).await {
+                Ok(()) => {}
+                Err(SidecarError::Conflict) => return Err(StateError::PreconditionFailed),
+                Err(err) => return Err(StateError::Unavailable(err)),
+            },
+            None => {
+                self.update(&key, None, |_| value.clone()).await?;
+            }
+        }
+        // The save API does not return the new ETag: read it back, and name it only if what is stored is still
+        // what was written (a concurrent writer may have come in between; then the client has to read first).
+        let stored = self.backend.get(&key).await.ok().flatten();
+        Ok(stored.filter(|item| item.value == value).and_then(|item| item.etag))
+    }
+
+    /// Records `recommendation` as the user's last one (kept for the TTL) and returns how many were served.
+    pub async fn record(&self, user: &str, recommendation: &Value) -> Result<u64, StateError> {
+        let written = self
+            .update(&history_key(user), Some(self.ttl), |current| {
+                let served = current
+                    .and_then(|v| serde_json::from_value::<History>(v).ok())
+                    .map_or(0, |h| h.recommendations_served);
+                serde_json::to_value(History { recommendations_served: served + 1, last: recommendation.clone() })
+                    .expect("history is plain JSON")
+            })
+            .await?;
+        Ok(serde_json::from_value::<History>(written).map_or(0, |h| h.recommendations_served))
+    }
+}
+
+fn etag_header(etag: Option<&str>) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    if let Some(value) = etag.and_then(|e| HeaderValue::from_str(&format!("\"{e}\"")).ok()) {
+        headers.insert(header::ETAG, value);
+    }
+    headers
+}
+
+/// The ETag named by `If-Match` (quotes and a weak prefix removed); `*` counts as absent.
+fn if_match(headers: &HeaderMap) -> Option<String> {
+    let raw = headers.get(header::IF_MATCH)?.to_str().ok()?.trim();
+    let raw = raw.strip_prefix("W/").unwrap_or(raw).trim_matches('"');
+    (!raw.is_empty() && raw != "*").then(|| raw.to_owned())
+}
+
+/// Failure of a user route: invalid input or state trouble.
+#[derive(Debug)]
+pub enum UserError {
+    /// 422.
+    Validation(ValidationErrorBody),
+    /// 404: nothing stored.
+    NotFound,
+    /// 412 / 503.
+    State(StateError),
+}
+
+impl From<ValidationErrorBody> for UserError {
+    fn from(body: ValidationErrorBody) -> Self {
+        Self::Validation(body)
+    }
+}
+
+impl From<StateError> for UserError {
+    fn from(err: StateError) -> Self {
+        Self::State(err)
+    }
+}
+
+impl IntoResponse for UserError {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Validation(body) => body.into_response(),
+            Self::NotFound => json_error(StatusCode::NOT_FOUND, "No preferences stored for this user"),
+            Self::State(err) => err.into_response(),
+        }
+    }
+}
+
+/// A user's stored preferences, with their ETag.
+#[utoipa::path(get, path = "/users/{user_id}/preferences", tag = "users",
+    params(("user_id" = String, Path, description = "User id", pattern = "^[A-Za-z0-9._-]{1,64}$")),
+    responses(
+        (status = 200, description = "The preferences; the ETag header names their version", body = Preferences),
+        (status = 404, description = "None stored", body = shared::errors::ErrorBody),
+        (status = 422, description = "Invalid user id", body = ValidationErrorBody),
+        (status = 503, description = "The state store is unavailable", body = shared::errors::ErrorBody),
+    ))]
+pub async fn get_preferences(
+    State(state): State<AppState>,
+    Path(user_id): Path<String>,
+) -> Result<(HeaderMap, Json<Preferences>), UserError> {
+    let user = check_user_id(&user_id, "path", "user_id")?;
+    let (preferences, etag) = state.users.preferences(&user).await?.ok_or(UserError::NotFound)?;
+    Ok((etag_header(etag.as_deref()), Json(preferences)))
+}
+
+/// Stores a user's preferences; with `If-Match`, only if they are still at that version.
+#[utoipa::path(put, path = "/users/{user_id}/preferences", tag = "users", request_body = Preferences,
+    params(
+        ("user_id" = String, Path, description = "User id", pattern = "^[A-Za-z0-9._-]{1,64}$"),
+        ("If-Match" = Option<String>, Header, description = "Write only if the stored version has this ETag"),
+    ),
+    responses(
+        (status = 200, description = "Stored; the ETag header names the new version", body = Preferences),
+        (status = 412, description = "If-Match names an old version", body = shared::errors::ErrorBody),
+        (status = 422, description = "Invalid user id or body", body = ValidationErrorBody),
+        (status = 503, description = "The state store is unavailable or too contended",
+            body = shared::errors::ErrorBody),
+    ))]
+pub async fn put_preferences(
+    State(state): State<AppState>,
+    Path(user_id): Path<String>,
+    headers: HeaderMap,
+    body: Result<JsonBody, ValidationErrorBody>,
+) -> Result<(HeaderMap, Json<Preferences>), UserError> {
+    let user = check_user_id(&user_id, "path", "user_id");
+    let preferences = body.and_then(|body| Preferences::from_body(&body.0));
+    // FastAPI reports path and body problems together, path first.
+    let (user, preferences) = match (user, preferences) {
+        (Ok(user), Ok(preferences)) => (user, preferences),
+        (Err(mut a), Err(b)) => {
+            a.detail.extend(b.detail);
+            return Err(a.into());
+        }
+        (Err(e), _) | (_, Err(e)) => return Err(e.into()),
+    };
+    let etag = state.users.set_preferences(&user, &preferences, if_match(&headers).as_deref()).await?;
+    tracing::info!(user, "preferences stored");
+    Ok((etag_header(etag.as_deref()), Json(preferences)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn users(retries: u32) -> UserState {
+        UserState::new(Backend::memory(), Duration::from_secs(60), retries)
+    }
+
+    #[tokio::test]
+    async fn memory_backend_has_first_write_semantics() {
+        let backend = Backend::memory();
+        backend.save("k", &json!(1), None, None).await.unwrap();
+        assert!(matches!(backend.save("k", &json!(2), None, None).await, Err(SidecarError::Conflict)));
+        let item = backend.get("k").await.unwrap().unwrap();
+        assert!(matches!(backend.save("k", &json!(2), Some("nope"), None).await, Err(SidecarError::Conflict)));
+        backend.save("k", &json!(2), item.etag.as_deref(), None).await.unwrap();
+        assert!(matches!(backend.save("k", &json!(3), item.etag.as_deref(), None).await, Err(SidecarError::Conflict)));
+    }
+
+    #[tokio::test]
+    async fn concurrent_records_lose_no_update() {
+        let users = users(50);
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let users = users.clone();
+                tokio::spawn(async move { users.record("alice", &json!({"x": 1})).await.unwrap() })
+            })
+            .collect();
+        let mut counts = Vec::new();
+        for task in tasks {
+            counts.push(task.await.unwrap());
+        }
+        counts.sort_unstable();
+        assert_eq!(counts, (1..=20).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn stale_if_match_is_a_failed_precondition() {
+        let users = users(3);
+        let prefs = Preferences::default();
+        let first = users.set_preferences("bob", &prefs, None).await.unwrap().unwrap();
+        let second = users.set_preferences("bob", &prefs, Some(&first)).await.unwrap().unwrap();
+        assert_ne!(first, second);
+        assert!(matches!(
+            users.set_preferences("bob", &prefs, Some(&first)).await,
+            Err(StateError::PreconditionFailed)
+        ));
+    }
+
+    #[test]
+    fn user_ids_follow_the_pattern() {
+        assert!(check_user_id("alice.b-1_x", "query", "user").is_ok());
+        let err = check_user_id("a b", "path", "user_id").unwrap_err();
+        assert_eq!(
+            serde_json::to_value(err).unwrap(),
+            json!({"detail": [{"type": "string_pattern_mismatch", "loc": ["path", "user_id"],
+                "msg": "String should match pattern '^[A-Za-z0-9._-]{1,64}$'", "input": "a b",
+                "ctx": {"pattern": "^[A-Za-z0-9._-]{1,64}$"}}]})
+        );
+        assert!(check_user_id(&"x".repeat(65), "query", "user").is_err());
+    }
+}
