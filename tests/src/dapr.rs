@@ -73,7 +73,7 @@ pub fn tools() -> Option<Tools> {
     static TOOLS: OnceLock<Result<Tools, String>> = OnceLock::new();
     if std::env::var("AGENT_MESH_SKIP_DAPR").is_ok_and(|v| v == "1") {
         eprintln!(
-            "\n!!!! SKIPPED: Dapr test not run because AGENT_MESH_SKIP_DAPR=1; run scripts/ci/dapr.sh for it !!!!\n"
+            "\n!!!! SKIPPED: Dapr test not run because AGENT_MESH_SKIP_DAPR=1; run scripts/dapr-test.sh for it !!!!\n"
         );
         return None;
     }
@@ -97,7 +97,7 @@ pub fn tools() -> Option<Tools> {
     match tools {
         Ok(tools) => Some(tools.clone()),
         Err(why) => panic!(
-            "Dapr tests need daprd and redis-server: {why}. Set AGENT_MESH_DAPRD (scripts/ci/dapr.sh does), or \
+            "Dapr tests need daprd and redis-server: {why}. Set AGENT_MESH_DAPRD (scripts/dapr-test.sh does), or \
              AGENT_MESH_SKIP_DAPR=1 to skip these tests deliberately."
         ),
     }

@@ -3,7 +3,7 @@
 # redis-server, both installed by scripts/tools, then tests/tests/dapr.rs against the agent binaries.
 # Exit 0 = invocation, tokens, secrets, state, pub/sub (SUCCESS/RETRY/DROP) and resiliency all work.
 set -euo pipefail
-root=$(cd "$(dirname "$0")/../.." && pwd)
+root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
 AGENT_MESH_DAPRD=$(bash scripts/tools/install-daprd.sh | tail -n1)
