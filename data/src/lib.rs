@@ -54,9 +54,10 @@ pub async fn get_data() -> Json<DataBody> {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "data agent", description = "Serves processed insights to the recommendation agent."),
-    paths(get_data, shared::health::healthz, shared::health::readyz),
+    paths(get_data, shared::health::healthz, shared::health::readyz, shared::metrics::metrics_handler),
     components(schemas(DataBody, shared::errors::ErrorBody)),
-    tags((name = "data", description = "Insights"), (name = "health", description = "Probes")),
+    tags((name = "data", description = "Insights"), (name = "health", description = "Probes"),
+        (name = "observability", description = "Metrics")),
 )]
 pub struct ApiDoc;
 

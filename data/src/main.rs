@@ -12,10 +12,13 @@ async fn main() -> ExitCode {
     if command == Some(Subcommand::Healthcheck) {
         return shared::healthcheck::run(config.server.bind_addr, config.server.port).await;
     }
-    if let Err(err) = shared::telemetry::init(config.server.log_format, &config.server.log_filter) {
-        eprintln!("cannot start logging: {err}");
-        return ExitCode::FAILURE;
-    }
+    let telemetry = match shared::telemetry::init(&config.server, "data") {
+        Ok(telemetry) => telemetry,
+        Err(err) => {
+            eprintln!("cannot start telemetry: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
 
     let addr = SocketAddr::new(config.server.bind_addr, config.server.port);
     let listener = match TcpListener::bind(addr).await {
@@ -25,13 +28,23 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    match shared::metrics::bind_listener(&config.server.telemetry.metrics, config.server.bind_addr).await {
+        Ok(Some(metrics_addr)) => tracing::info!(%metrics_addr, "metrics listener started"),
+        Ok(None) => {}
+        Err(err) => {
+            tracing::error!(error = %err, "cannot bind the metrics port");
+            return ExitCode::FAILURE;
+        }
+    }
     tracing::info!(addr = %listener.local_addr().unwrap_or(addr), version = env!("CARGO_PKG_VERSION"), "data agent listening");
 
-    match data::run(listener, AppState::new(&config), shared::shutdown::signal()).await {
+    let code = match data::run(listener, AppState::new(&config), shared::shutdown::signal()).await {
         Ok(outcome) => outcome.exit_code(),
         Err(err) => {
             tracing::error!(error = %err, "server failed");
             ExitCode::FAILURE
         }
-    }
+    };
+    telemetry.shutdown().await;
+    code
 }

@@ -102,9 +102,10 @@ pub async fn recommend(
 #[derive(OpenApi)]
 #[openapi(
     info(title = "recommendation agent", description = "Builds recommendations on what the data agent returns."),
-    paths(recommend, shared::health::healthz, shared::health::readyz),
+    paths(recommend, shared::health::healthz, shared::health::readyz, shared::metrics::metrics_handler),
     components(schemas(RecommendationBody, shared::errors::ErrorBody, ValidationErrorBody)),
-    tags((name = "recommendation", description = "Recommendations"), (name = "health", description = "Probes")),
+    tags((name = "recommendation", description = "Recommendations"), (name = "health", description = "Probes"),
+        (name = "observability", description = "Metrics")),
 )]
 pub struct ApiDoc;
 

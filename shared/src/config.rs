@@ -40,6 +40,10 @@ pub struct ServerArgs {
     /// (protects against slow-header clients holding connections open).
     #[arg(long, env = "HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
     pub header_read_timeout: Duration,
+
+    /// Metrics and tracing export.
+    #[command(flatten)]
+    pub telemetry: crate::telemetry::TelemetryArgs,
 }
 
 impl ServerArgs {
@@ -53,6 +57,7 @@ impl ServerArgs {
             shutdown_delay: Duration::ZERO,
             drain_timeout: Duration::from_secs(5),
             header_read_timeout: Duration::from_secs(10),
+            telemetry: crate::telemetry::TelemetryArgs::default(),
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod errors;
 pub mod health;
 pub mod healthcheck;
 pub mod http_client;
+pub mod metrics;
 pub mod middleware;
 pub mod propagation;
 pub mod server;

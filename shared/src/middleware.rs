@@ -1,5 +1,5 @@
-//! The layers every agent router gets: request id, one tracing span per request, panic containment, and
-//! FastAPI-shaped 404/405 fallbacks.
+//! The layers every agent router gets: request id, one tracing span per request, RED metrics, panic containment,
+//! `GET /metrics`, and FastAPI-shaped 404/405 fallbacks.
 
 use std::time::Duration;
 
@@ -16,21 +16,28 @@ use tower_http::{
 };
 use tracing::{Span, field::Empty};
 
-use crate::{errors, propagation::REQUEST_ID};
+use crate::{errors, metrics, propagation::REQUEST_ID};
 
 /// Routes that probes and scrapers hit every few seconds; logged at debug so they do not flood the logs.
 const QUIET_ROUTES: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
 
-/// Wraps a service router with the shared fallbacks and layers. Apply last, after every route is added.
+/// Wraps a service router with `/metrics`, the shared fallbacks and layers. Apply last, after every route is added.
+///
+/// The metrics layer is only added when the Prometheus recorder is installed ([`metrics::install`]), so a process
+/// with metrics disabled pays nothing for it.
 pub fn apply(router: Router) -> Router {
-    router
+    let router = router
+        .merge(metrics::routes())
         .fallback(errors::not_found)
         .method_not_allowed_fallback(errors::method_not_allowed)
-        // Innermost first: a panic becomes a 500 JSON answer that is still traced and still carries the id.
+        // Innermost first: a panic becomes a 500 JSON answer that is still traced, counted and carries the id.
         .layer(CatchPanicLayer::custom(|_panic| {
             errors::json_error(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
         }))
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID));
+    let router =
+        if metrics::enabled() { router.layer(axum::middleware::from_fn(metrics::record_http)) } else { router };
+    router
         .layer(axum::middleware::from_fn(mark_quiet_responses))
         .layer(
             TraceLayer::new_for_http()
