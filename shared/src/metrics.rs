@@ -129,8 +129,15 @@ fn describe_http() {
         Unit::Seconds,
         "Time from receiving an HTTP request to sending its response head, by route template, method and status class."
     );
-    describe_gauge!(HTTP_IN_FLIGHT, Unit::Count, "HTTP requests being handled right now, by route template and method.");
-    describe_gauge!(BUILD_INFO, "Always 1; the labels name the agent, its version and the git revision it was built from.");
+    describe_gauge!(
+        HTTP_IN_FLIGHT,
+        Unit::Count,
+        "HTTP requests being handled right now, by route template and method."
+    );
+    describe_gauge!(
+        BUILD_INFO,
+        "Always 1; the labels name the agent, its version and the git revision it was built from."
+    );
 }
 
 /// The current exposition, with process metrics refreshed; `None` when metrics are disabled.

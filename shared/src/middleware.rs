@@ -16,7 +16,7 @@ use tower_http::{
 };
 use tracing::{Span, field::Empty};
 
-use crate::{errors, metrics, propagation::REQUEST_ID};
+use crate::{errors, metrics, propagation::REQUEST_ID, telemetry};
 
 /// Routes that probes and scrapers hit every few seconds; logged at debug so they do not flood the logs.
 const QUIET_ROUTES: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
@@ -54,7 +54,7 @@ pub fn apply(router: Router) -> Router {
 struct QuietRoute;
 
 fn matched_route(req: &Request<Body>) -> &str {
-    req.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str)
+    req.extensions().get::<MatchedPath>().map_or(metrics::UNMATCHED_ROUTE, MatchedPath::as_str)
 }
 
 async fn mark_quiet_responses(req: Request<Body>, next: axum::middleware::Next) -> Response<Body> {
@@ -66,22 +66,45 @@ async fn mark_quiet_responses(req: Request<Body>, next: axum::middleware::Next) 
     res
 }
 
+/// The span of one request. Probes and scrapes get a DEBUG span; everything else an ERROR-level one, so that it
+/// exists (and carries the correlation ids) whatever the log filter says; see [`crate::telemetry`].
+///
+/// With OpenTelemetry on, the span also names the server span (`GET /recommend`) and can carry its status.
 fn request_span(req: &Request<Body>) -> Span {
     let route = matched_route(req);
-    let request_id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    if QUIET_ROUTES.contains(&route) {
-        tracing::debug_span!("request", method = %req.method(), route, request_id, status = Empty, latency_ms = Empty)
-    } else {
-        tracing::info_span!("request", method = %req.method(), route, request_id, status = Empty, latency_ms = Empty)
+    let method = req.method();
+    let quiet = QUIET_ROUTES.contains(&route);
+    let span = match (quiet, telemetry::otel::enabled()) {
+        (true, false) => tracing::debug_span!("request", %method, route),
+        (false, false) => tracing::error_span!("request", %method, route),
+        (true, true) => tracing::debug_span!("request", %method, route, status = Empty, latency_ms = Empty,
+            otel.name = %format_args!("{method} {route}"), otel.kind = "server", otel.status_code = Empty,
+            request_id = Empty),
+        (false, true) => tracing::error_span!("request", %method, route, status = Empty, latency_ms = Empty,
+            otel.name = %format_args!("{method} {route}"), otel.kind = "server", otel.status_code = Empty,
+            request_id = Empty),
+    };
+    if !span.is_disabled() {
+        let request_id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        // An attribute of the exported span (so traces can be found by request id); a no-op without OpenTelemetry.
+        span.record("request_id", request_id);
+        telemetry::attach_request_ids(&span, req.headers(), request_id);
     }
+    span
 }
 
 fn log_response(res: &Response<Body>, latency: Duration, span: &Span) {
     let status = res.status().as_u16();
     // Microsecond resolution is plenty and keeps log lines short.
     let latency_ms = latency.as_micros() as f64 / 1000.0;
-    span.record("status", status);
-    span.record("latency_ms", latency_ms);
+    if telemetry::otel::enabled() {
+        // Span fields only matter to the exported span: the log line below carries them itself.
+        span.record("status", status);
+        span.record("latency_ms", latency_ms);
+        if res.status().is_server_error() {
+            span.record("otel.status_code", "error");
+        }
+    }
     if res.extensions().get::<QuietRoute>().is_some() {
         tracing::debug!(status, latency_ms, "request completed");
     } else if res.status().is_server_error() {
