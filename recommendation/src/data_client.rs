@@ -9,10 +9,12 @@ use reqwest::header::{ACCEPT, CONTENT_LENGTH, HeaderValue};
 use serde::Serialize;
 use serde_json::Value;
 use shared::propagation::TraceHeaders;
+use tracing::Instrument;
 use url::Url;
 
 use crate::{
     config::{DataArgs, DataMode},
+    data_telemetry::DataCall,
     error::Error,
 };
 
@@ -75,11 +77,13 @@ impl DataClient {
     /// Fetches the data agent's JSON answer, forwarding the caller's trace headers.
     pub async fn fetch(&self, trace: &TraceHeaders) -> Result<Value, Error> {
         let started = Instant::now();
-        let result = self.fetch_once(trace).await;
+        let call = DataCall::start(self.mode, &self.endpoint, trace);
+        let result = self.fetch_once(call.headers()).instrument(call.span()).await;
         let outcome = match &result {
             Ok(_) => "ok",
             Err(err) => err.outcome(),
         };
+        call.finish(outcome, started.elapsed());
         let elapsed_ms = started.elapsed().as_micros() as f64 / 1000.0;
         tracing::info!(data_mode = self.mode.as_str(), outcome, elapsed_ms, "data call");
         if let Ok(mut last) = self.last_call.lock() {

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod data_client;
+pub mod data_telemetry;
 pub mod error;
 
 use std::{future::Future, io};
