@@ -1,6 +1,8 @@
 //! Harness for cross-service tests: agents and stand-in upstreams served on loopback port 0, stopped on demand,
 //! and the compiled binaries run as real processes.
 
+pub mod otlp;
+
 use std::{
     future::Future,
     io::{BufRead, BufReader},
