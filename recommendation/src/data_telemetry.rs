@@ -6,7 +6,12 @@
 //!
 //! [`DataClient::fetch`]: crate::data_client::DataClient::fetch
 
-use std::{borrow::Cow, sync::Once, time::Duration};
+use std::{
+    borrow::Cow,
+    collections::HashMap,
+    sync::{Mutex, OnceLock, PoisonError},
+    time::Duration,
+};
 
 use metrics::{Unit, describe_counter, describe_histogram};
 use shared::propagation::TraceHeaders;
@@ -20,7 +25,24 @@ pub const DATA_CALLS: &str = "data_calls_total";
 /// Duration of calls to the data agent, by `mode` and `outcome`.
 pub const DATA_CALL_DURATION: &str = "data_call_duration_seconds";
 
-static DESCRIBED: Once = Once::new();
+type Handles = (metrics::Counter, metrics::Histogram);
+
+/// The handles of one (mode, outcome), registered on first use (labels are built and hashed once, not per call).
+fn handles(mode: &'static str, outcome: &'static str) -> Handles {
+    static HANDLES: OnceLock<Mutex<HashMap<(&str, &str), Handles>>> = OnceLock::new();
+    let handles = HANDLES.get_or_init(|| {
+        describe();
+        Mutex::default()
+    });
+    let mut handles = handles.lock().unwrap_or_else(PoisonError::into_inner);
+    handles
+        .entry((mode, outcome))
+        .or_insert_with(|| {
+            let labels = [("mode", mode), ("outcome", outcome)];
+            (metrics::counter!(DATA_CALLS, &labels), metrics::histogram!(DATA_CALL_DURATION, &labels))
+        })
+        .clone()
+}
 
 fn describe() {
     describe_counter!(DATA_CALLS, Unit::Count, "Calls to the data agent, by mode (direct|dapr) and outcome.");
@@ -73,10 +95,9 @@ impl<'a> DataCall<'a> {
     /// Records the outcome (`ok` or an [`crate::Error::outcome`] label) and how long the call took.
     pub fn finish(self, outcome: &'static str, elapsed: Duration) {
         if shared::metrics::enabled() {
-            DESCRIBED.call_once(describe);
-            let labels = [("mode", self.mode.as_str()), ("outcome", outcome)];
-            metrics::counter!(DATA_CALLS, &labels).increment(1);
-            metrics::histogram!(DATA_CALL_DURATION, &labels).record(elapsed);
+            let (calls, duration) = handles(self.mode.as_str(), outcome);
+            calls.increment(1);
+            duration.record(elapsed);
         }
         self.span.record("outcome", outcome);
         if outcome != "ok" {

@@ -1,17 +1,18 @@
 //! Prometheus metrics: the process-wide recorder, the RED middleware every router gets, and `GET /metrics`.
 //!
 //! Metrics are emitted through the `metrics` facade, so code anywhere in the agents can record them; this module
-//! installs the Prometheus recorder behind that facade and renders its text exposition. Nothing is recorded (and no
-//! middleware is installed) until [`install`] runs, so in-process tests and a `METRICS_ENABLED=false` process pay
-//! nothing.
+//! installs the Prometheus recorder behind that facade and renders its text exposition. Nothing is recorded until
+//! [`install`] runs (the request middleware checks [`enabled`] once per request), so in-process tests and a
+//! `METRICS_ENABLED=false` process pay next to nothing.
 //!
 //! Labels are bounded by construction: the route is the matched route *template* (`/recommend`, never the raw
 //! path; anything no route matched is [`UNMATCHED_ROUTE`]), the method is one of the standard methods or `other`,
 //! and the status is a class (`2xx`, `4xx`, `5xx`, ...).
 
 use std::{
+    collections::HashMap,
     net::SocketAddr,
-    sync::OnceLock,
+    sync::{Arc, OnceLock, PoisonError, RwLock},
     time::{Duration, Instant},
 };
 
@@ -185,62 +186,110 @@ pub async fn bind_listener(args: &MetricsArgs, bind_addr: std::net::IpAddr) -> s
     Ok(Some(addr))
 }
 
-/// The method label: the standard methods by name, anything else as `other` (clients choose methods freely).
-pub fn method_label(method: &Method) -> &'static str {
+/// Method labels, indexed by [`method_index`]: the standard methods, and `other` for anything else (clients choose
+/// methods freely, so they must not become label values).
+const METHODS: [&str; 10] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT", "other"];
+
+fn method_index(method: &Method) -> usize {
     match *method {
-        Method::GET => "GET",
-        Method::HEAD => "HEAD",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::DELETE => "DELETE",
-        Method::PATCH => "PATCH",
-        Method::OPTIONS => "OPTIONS",
-        Method::TRACE => "TRACE",
-        Method::CONNECT => "CONNECT",
-        _ => "other",
+        Method::GET => 0,
+        Method::HEAD => 1,
+        Method::POST => 2,
+        Method::PUT => 3,
+        Method::DELETE => 4,
+        Method::PATCH => 5,
+        Method::OPTIONS => 6,
+        Method::TRACE => 7,
+        Method::CONNECT => 8,
+        _ => 9,
     }
+}
+
+/// The method label of a request.
+pub fn method_label(method: &Method) -> &'static str {
+    METHODS[method_index(method)]
+}
+
+/// Status class labels, indexed by [`status_index`].
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+fn status_index(status: StatusCode) -> usize {
+    usize::from(status.as_u16() / 100).clamp(1, 5) - 1
 }
 
 /// The status class label: `1xx` ... `5xx`.
 pub fn status_class(status: StatusCode) -> &'static str {
-    match status.as_u16() / 100 {
-        1 => "1xx",
-        2 => "2xx",
-        3 => "3xx",
-        4 => "4xx",
-        _ => "5xx",
+    STATUS_CLASSES[status_index(status)]
+}
+
+/// The metric handles of one route and method, registered on first use. Building a label set and hashing it into
+/// the registry for every request costs more than the request's own work on a hop this small; with the handles
+/// kept, the hot path is one map lookup and a few atomic operations. Routes are templates, so the map is bounded.
+struct RouteMetrics {
+    in_flight: metrics::Gauge,
+    by_status: [OnceLock<(metrics::Counter, metrics::Histogram)>; 5],
+}
+
+type RouteTable = RwLock<HashMap<String, [OnceLock<Arc<RouteMetrics>>; 10]>>;
+
+fn route_metrics(route: &str, method: usize) -> Arc<RouteMetrics> {
+    static ROUTES: OnceLock<RouteTable> = OnceLock::new();
+    let table = ROUTES.get_or_init(RouteTable::default);
+    let make = || {
+        Arc::new(RouteMetrics {
+            in_flight: metrics::gauge!(HTTP_IN_FLIGHT, "route" => route.to_owned(), "method" => METHODS[method]),
+            by_status: Default::default(),
+        })
+    };
+    if let Some(methods) = table.read().unwrap_or_else(PoisonError::into_inner).get(route) {
+        return methods[method].get_or_init(make).clone();
+    }
+    let mut table = table.write().unwrap_or_else(PoisonError::into_inner);
+    table.entry(route.to_owned()).or_default()[method].get_or_init(make).clone()
+}
+
+impl RouteMetrics {
+    fn finished(&self, route: &str, method: usize, status: usize) -> &(metrics::Counter, metrics::Histogram) {
+        self.by_status[status].get_or_init(|| {
+            let labels = [
+                ("route", route.to_owned()),
+                ("method", METHODS[method].to_owned()),
+                ("status_class", STATUS_CLASSES[status].to_owned()),
+            ];
+            (metrics::counter!(HTTP_REQUESTS, &labels), metrics::histogram!(HTTP_DURATION, &labels))
+        })
     }
 }
 
 /// Decrements the in-flight gauge when the request ends, including when the client goes away mid-request and the
 /// handler future is dropped.
-struct InFlight(metrics::Gauge);
+struct InFlight(Arc<RouteMetrics>);
 
 impl InFlight {
-    fn enter(gauge: metrics::Gauge) -> Self {
-        gauge.increment(1.0);
-        Self(gauge)
+    fn enter(metrics: Arc<RouteMetrics>) -> Self {
+        metrics.in_flight.increment(1.0);
+        Self(metrics)
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.decrement(1.0);
+        self.0.in_flight.decrement(1.0);
     }
 }
 
-/// Middleware recording the RED metrics of one request. Only installed when [`enabled`] (see
-/// [`crate::middleware::apply`]).
+/// Runs a request through `next`, recording its RED metrics. Called by the shared middleware when [`enabled`].
 pub async fn record_http(req: Request<Body>, next: Next) -> Response {
-    let route = req.extensions().get::<MatchedPath>().map_or(UNMATCHED_ROUTE, MatchedPath::as_str).to_owned();
-    let method = method_label(req.method());
+    // MatchedPath is a shared string: cloning it does not copy the route.
+    let matched = req.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
+    let method = method_index(req.method());
     let started = Instant::now();
-    let _in_flight = InFlight::enter(metrics::gauge!(HTTP_IN_FLIGHT, "route" => route.clone(), "method" => method));
+    let in_flight = InFlight::enter(route_metrics(route, method));
     let response = next.run(req).await;
-    let status_class = status_class(response.status());
-    let labels = [("route", route), ("method", method.to_owned()), ("status_class", status_class.to_owned())];
-    metrics::histogram!(HTTP_DURATION, &labels).record(started.elapsed());
-    metrics::counter!(HTTP_REQUESTS, &labels).increment(1);
+    let (requests, duration) = in_flight.0.finished(route, method, status_index(response.status()));
+    duration.record(started.elapsed());
+    requests.increment(1);
     response
 }
 
