@@ -16,6 +16,7 @@
 //! whether it is recorded; it prints nothing by itself. Health probes and scrapes get a DEBUG span instead, so
 //! they produce neither lines nor spans unless asked for.
 
+pub mod batched;
 pub mod logs;
 pub mod otel;
 
@@ -53,16 +54,21 @@ pub enum InitError {
     /// A global subscriber was already installed.
     #[error("cannot install the log subscriber: {0}")]
     Subscriber(#[from] TryInitError),
+    /// The log writer thread could not be started.
+    #[error("cannot start the log writer: {0}")]
+    LogWriter(std::io::Error),
     /// The OTLP exporter could not be built.
     #[error("cannot start the OTLP exporter: {0}")]
     Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
 }
 
-/// What [`init`] started; keep it until the server has drained, then call [`Telemetry::shutdown`].
+/// What [`init`] started; keep it until the server has drained, then call [`Telemetry::shutdown`]. Dropping it
+/// (for example on an early error return in `main`) still writes out the buffered log lines.
 #[derive(Debug)]
 #[must_use = "keep the telemetry handle and shut it down when the server has drained"]
 pub struct Telemetry {
     exporting: Option<otel::Exporting>,
+    log_writer: batched::BatchGuard<std::io::Stdout>,
 }
 
 impl Telemetry {
@@ -71,11 +77,14 @@ impl Telemetry {
         self.exporting.is_some()
     }
 
-    /// Flushes buffered spans (bounded by [`otel::SHUTDOWN_FLUSH_TIMEOUT`]). Call after the server has drained.
+    /// Flushes buffered spans (bounded by [`otel::SHUTDOWN_FLUSH_TIMEOUT`]), then the buffered log lines. Call after
+    /// the server has drained.
     pub async fn shutdown(self) {
         if let Some(exporting) = self.exporting {
             exporting.shutdown().await;
         }
+        // Dropping the writer's guard writes out what is buffered and stops its thread.
+        drop(self.log_writer);
     }
 }
 
@@ -102,11 +111,14 @@ pub fn init(server: &ServerArgs, agent: &'static str) -> Result<Telemetry, InitE
                     .with_target("recommendation", Level::INFO),
             )
     });
+    // Lines reach stdout in batches (see `batched`): a write per batch, not per line.
+    let (writer, log_writer) = batched::writer(std::io::stdout()).map_err(InitError::LogWriter)?;
     let registry = tracing_subscriber::registry().with(otel_layer);
     match server.log_format {
         LogFormat::Json => registry
             .with(
                 fmt::layer()
+                    .with_writer(writer)
                     .event_format(logs::JsonLines::default())
                     .fmt_fields(logs::JsonFields)
                     .with_filter(log_filter),
@@ -117,6 +129,7 @@ pub fn init(server: &ServerArgs, agent: &'static str) -> Result<Telemetry, InitE
             registry
                 .with(
                     fmt::layer()
+                        .with_writer(writer)
                         .with_ansi(ansi)
                         .event_format(logs::TextLines::new(fmt::format().with_ansi(ansi)))
                         .with_filter(log_filter),
@@ -136,7 +149,7 @@ pub fn init(server: &ServerArgs, agent: &'static str) -> Result<Telemetry, InitE
     if server.telemetry.metrics.metrics_enabled {
         crate::metrics::install(agent);
     }
-    Ok(Telemetry { exporting })
+    Ok(Telemetry { exporting, log_writer })
 }
 
 /// Gives a request's server span its correlation ids: continues the caller's trace when OpenTelemetry is on,
