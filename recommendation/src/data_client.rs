@@ -85,7 +85,7 @@ impl DataClient {
         };
         call.finish(outcome, started.elapsed());
         let elapsed_ms = started.elapsed().as_micros() as f64 / 1000.0;
-        tracing::info!(data_mode = self.mode.as_str(), outcome, elapsed_ms, "data call");
+        tracing::debug!(data_mode = self.mode.as_str(), outcome, elapsed_ms, "data call");
         if let Ok(mut last) = self.last_call.lock() {
             *last = Some(LastCall { outcome, at: Instant::now() });
         }
