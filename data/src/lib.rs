@@ -169,10 +169,11 @@ pub async fn put_data(
 #[derive(OpenApi)]
 #[openapi(
     info(title = "data agent", description = "Serves processed insights to the recommendation agent."),
-    paths(get_data, put_data, shared::health::healthz, shared::health::readyz),
+    paths(get_data, put_data, shared::health::healthz, shared::health::readyz, shared::metrics::metrics_handler),
     components(schemas(DataBody, DataUpdate, UpdateBody, Snapshot, EventOutcome, shared::errors::ErrorBody,
         ValidationErrorBody)),
-    tags((name = "data", description = "Insights"), (name = "health", description = "Probes")),
+    tags((name = "data", description = "Insights"), (name = "health", description = "Probes"),
+        (name = "observability", description = "Metrics")),
 )]
 pub struct ApiDoc;
 

@@ -12,7 +12,7 @@ fn main() -> ExitCode {
             return Ok(shared::healthcheck::run(&config.server).await);
         }
         let mut shutdown = Box::pin(shared::shutdown::listen()?);
-        shared::telemetry::init(config.server.log_format, &config.server.log_filter)?;
+        let telemetry = shared::telemetry::init(&config.server, "data")?;
         let mut state = AppState::new(&config);
         if let Some(sidecar) = state.sidecar() {
             match config.dapr.start_with_sidecar_or(sidecar, &mut shutdown).await? {
@@ -21,8 +21,15 @@ fn main() -> ExitCode {
             }
         }
         let listener = shared::server::bind(&config.server).await?;
+        if let Some(metrics_addr) =
+            shared::metrics::bind_listener(&config.server.telemetry.metrics, config.server.bind_addr).await?
+        {
+            tracing::info!(%metrics_addr, "metrics listener started");
+        }
         tracing::info!(addr = %listener.local_addr()?, version = env!("CARGO_PKG_VERSION"), "data agent listening");
         state.faults().warn_if_active();
-        Ok(data::run(listener, state, shutdown).await?.exit_code())
+        let outcome = data::run(listener, state, shutdown).await;
+        telemetry.shutdown().await;
+        Ok(outcome?.exit_code())
     })
 }

@@ -19,11 +19,13 @@ use reqwest::header::{ACCEPT, CONTENT_LENGTH, HeaderMap, HeaderValue};
 use serde::Serialize;
 use serde_json::Value;
 use shared::propagation::TraceHeaders;
+use tracing::Instrument;
 use url::Url;
 
 use crate::{
     breaker::{CircuitBreaker, CircuitSnapshot},
     config::{DataArgs, DataMode},
+    data_telemetry::DataCall,
     error::Error,
     retry::{self, RetryPolicy},
 };
@@ -166,7 +168,8 @@ impl DataClient {
         let started = Instant::now();
         let deadline = started + self.deadline;
         let attempts = AtomicU32::new(0);
-        let result = (|| self.attempt(trace, deadline, &attempts))
+        let call = DataCall::start(self.mode, &self.endpoint, trace);
+        let result = (|| self.attempt(call.headers(), deadline, &attempts))
             .retry(self.retry.backoff())
             .when(|err: &Error| self.retry.is_retryable(err))
             .adjust(|_, backoff| backoff.filter(|wait| retry::fits_before(deadline, *wait)))
@@ -174,11 +177,13 @@ impl DataClient {
                 metrics::counter!("data_call_retries_total", "reason" => err.outcome()).increment(1);
                 tracing::debug!(reason = err.outcome(), wait_ms = wait.as_millis() as u64, "retrying the data call");
             })
+            .instrument(call.span())
             .await;
         let outcome = match &result {
             Ok(_) => "ok",
             Err(err) => err.outcome(),
         };
+        call.finish(outcome, started.elapsed());
         let attempts = attempts.into_inner();
         let elapsed_ms = started.elapsed().as_micros() as f64 / 1000.0;
         let data_mode = self.mode.as_str();

@@ -5,6 +5,7 @@ pub mod breaker;
 pub mod cache;
 pub mod config;
 pub mod data_client;
+pub mod data_telemetry;
 pub mod error;
 pub mod events;
 pub mod retry;
@@ -256,12 +257,12 @@ pub async fn recommend(
 #[openapi(
     info(title = "recommendation agent", description = "Builds recommendations on what the data agent returns."),
     paths(recommend, state::get_preferences, state::put_preferences, events::subscribe, events::data_updated,
-        shared::health::healthz, shared::health::readyz),
+        shared::health::healthz, shared::health::readyz, shared::metrics::metrics_handler),
     components(schemas(RecommendationBody, Preferences, Subscription, events::DeliveryAnswer, events::DeliveryStatus,
         shared::errors::ErrorBody, ValidationErrorBody)),
     tags((name = "recommendation", description = "Recommendations"), (name = "users", description = "User preferences"),
         (name = "events", description = "Dapr pub/sub subscription (called by the sidecar)"),
-        (name = "health", description = "Probes")),
+        (name = "health", description = "Probes"), (name = "observability", description = "Metrics")),
 )]
 pub struct ApiDoc;
 

@@ -49,6 +49,9 @@ pub struct ServerArgs {
     /// Largest request body accepted, in bytes; a larger declared body is answered 413 without being read.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 65536)]
     pub max_body_bytes: usize,
+    /// Metrics and tracing export.
+    #[command(flatten)]
+    pub telemetry: crate::telemetry::TelemetryArgs,
 }
 
 impl ServerArgs {
@@ -64,6 +67,7 @@ impl ServerArgs {
             header_read_timeout: Duration::from_secs(10),
             max_in_flight: 1024,
             max_body_bytes: 65536,
+            telemetry: crate::telemetry::TelemetryArgs::default(),
         }
     }
 }

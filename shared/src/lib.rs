@@ -13,6 +13,7 @@ pub mod health;
 pub mod healthcheck;
 pub mod http_client;
 pub mod limits;
+pub mod metrics;
 pub mod middleware;
 pub mod propagation;
 pub mod runtime;

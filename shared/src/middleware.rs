@@ -1,5 +1,5 @@
-//! The layers every agent router gets: request id, one tracing span per request, admission limits (see
-//! [`crate::limits`]), panic containment, and FastAPI-shaped 404/405 fallbacks.
+//! The layers every agent router gets: request id, one tracing span per request, RED metrics, admission limits
+//! (see [`crate::limits`]), panic containment, `GET /metrics`, and FastAPI-shaped 404/405 fallbacks.
 
 use std::time::Duration;
 
@@ -19,25 +19,28 @@ use tracing::{Span, field::Empty};
 use crate::{
     errors,
     limits::{self, Limits},
+    metrics,
     propagation::REQUEST_ID,
+    telemetry,
 };
 
 /// Routes that probes and scrapers hit every few seconds; logged at debug so they do not flood the logs.
 const QUIET_ROUTES: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
 
-/// Wraps a service router with the shared fallbacks and layers. Apply last, after every route is added.
+/// Wraps a service router with `/metrics`, the shared fallbacks and layers. Apply last, after every route is added.
 pub fn apply(router: Router, limits: Limits) -> Router {
     let router = router
+        .merge(metrics::routes())
         .fallback(errors::not_found)
         .method_not_allowed_fallback(errors::method_not_allowed)
-        // Innermost first: a panic becomes a 500 JSON answer that is still traced and still carries the id.
+        // Innermost first: a panic becomes a 500 JSON answer that is still traced, counted and carries the id.
         .layer(CatchPanicLayer::custom(|_panic| {
             errors::json_error(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
         }));
     // Admission limits inside the id and trace layers: a shed or refused request is still logged with its id.
     limits::apply(router, limits)
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(axum::middleware::from_fn(mark_quiet_responses))
+        .layer(axum::middleware::from_fn(observe))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(request_span)
@@ -53,40 +56,64 @@ pub fn apply(router: Router, limits: Limits) -> Router {
 struct QuietRoute;
 
 fn matched_route(req: &Request<Body>) -> &str {
-    req.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str)
+    req.extensions().get::<MatchedPath>().map_or(metrics::UNMATCHED_ROUTE, MatchedPath::as_str)
 }
 
-async fn mark_quiet_responses(req: Request<Body>, next: axum::middleware::Next) -> Response<Body> {
+/// Records the request's RED metrics (when the Prometheus recorder is installed, see [`metrics::install`]) and marks
+/// responses to quiet routes. One middleware for both: each layer costs an allocation and clones per request.
+async fn observe(req: Request<Body>, next: axum::middleware::Next) -> Response<Body> {
     let quiet = QUIET_ROUTES.contains(&matched_route(&req));
-    let mut res = next.run(req).await;
+    let mut res = if metrics::enabled() { metrics::record_http(req, next).await } else { next.run(req).await };
     if quiet {
         res.extensions_mut().insert(QuietRoute);
     }
     res
 }
 
+/// The span of one request. Probes and scrapes get a DEBUG span; everything else an ERROR-level one, so that it
+/// exists (and carries the correlation ids) whatever the log filter says; see [`crate::telemetry`].
+///
+/// With OpenTelemetry on, the span also names the server span (`GET /recommend`) and can carry its status.
 fn request_span(req: &Request<Body>) -> Span {
     let route = matched_route(req);
-    let request_id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    if QUIET_ROUTES.contains(&route) {
-        tracing::debug_span!("request", method = %req.method(), route, request_id, status = Empty, latency_ms = Empty)
-    } else {
-        tracing::info_span!("request", method = %req.method(), route, request_id, status = Empty, latency_ms = Empty)
+    let method = req.method();
+    let quiet = QUIET_ROUTES.contains(&route);
+    let span = match (quiet, telemetry::otel::enabled()) {
+        (true, false) => tracing::debug_span!("request", %method, route),
+        (false, false) => tracing::error_span!("request", %method, route),
+        (true, true) => tracing::debug_span!("request", %method, route, status = Empty, latency_ms = Empty,
+            otel.name = %format_args!("{method} {route}"), otel.kind = "server", otel.status_code = Empty,
+            request_id = Empty),
+        (false, true) => tracing::error_span!("request", %method, route, status = Empty, latency_ms = Empty,
+            otel.name = %format_args!("{method} {route}"), otel.kind = "server", otel.status_code = Empty,
+            request_id = Empty),
+    };
+    if !span.is_disabled() {
+        let request_id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        // An attribute of the exported span (so traces can be found by request id); a no-op without OpenTelemetry.
+        span.record("request_id", request_id);
+        telemetry::attach_request_ids(&span, req.headers(), request_id);
     }
+    span
 }
 
 fn log_response(res: &Response<Body>, latency: Duration, span: &Span) {
     let status = res.status().as_u16();
     // Microsecond resolution is plenty and keeps log lines short.
     let latency_ms = latency.as_micros() as f64 / 1000.0;
-    span.record("status", status);
-    span.record("latency_ms", latency_ms);
-    // Status and latency are fields of the request span, which every line logged in it carries.
+    if telemetry::otel::enabled() {
+        // Span fields only matter to the exported span: the log line below carries them itself.
+        span.record("status", status);
+        span.record("latency_ms", latency_ms);
+        if res.status().is_server_error() {
+            span.record("otel.status_code", "error");
+        }
+    }
     if res.extensions().get::<QuietRoute>().is_some() {
-        tracing::debug!("request completed");
+        tracing::debug!(status, latency_ms, "request completed");
     } else if res.status().is_server_error() {
-        tracing::warn!("request completed");
+        tracing::warn!(status, latency_ms, "request completed");
     } else {
-        tracing::info!("request completed");
+        tracing::info!(status, latency_ms, "request completed");
     }
 }

@@ -2,6 +2,7 @@
 //! and the compiled binaries run as real processes.
 
 pub mod dapr;
+pub mod otlp;
 
 use std::{
     future::Future,

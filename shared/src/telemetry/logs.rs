@@ -1,0 +1,306 @@
+//! Log line formats that carry the correlation ids (`trace_id`, `span_id`, `request_id`) of the request a line
+//! belongs to.
+//!
+//! The ids are computed once per request (see [`crate::telemetry::ids`]) and stored as a [`LogIds`] extension on
+//! the request's span in the registry. Every line emitted inside that span, however deeply nested, picks them up
+//! from the nearest span that has them: no per-line lookups into OpenTelemetry, no re-parsing of span fields.
+//!
+//! JSON lines look like
+//! `{"timestamp":"…","level":"INFO","message":"request completed","status":200,"latency_ms":0.4,`
+//! `"target":"shared::middleware","trace_id":"…","span_id":"…","request_id":"…",`
+//! `"span":{"name":"request","method":"GET","route":"/data"}}`.
+//! Text lines are tracing's usual format with ` trace_id=… span_id=… request_id=…` appended.
+
+use std::fmt::{self, Write as _};
+
+use opentelemetry::trace::{SpanId, TraceId};
+use tracing::{Event, Span, Subscriber, field::Field};
+use tracing_subscriber::{
+    Registry,
+    field::{RecordFields, Visit},
+    fmt::{
+        FmtContext, FormatEvent, FormatFields, FormattedFields,
+        format::Writer,
+        time::{FormatTime, SystemTime},
+    },
+    registry::LookupSpan,
+};
+
+/// Correlation ids of one request, attached to its span.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogIds {
+    /// W3C trace id (32 lowercase hex digits when printed).
+    pub trace_id: TraceId,
+    /// Id of this agent's span for the request (16 lowercase hex digits when printed).
+    pub span_id: SpanId,
+    /// The `x-request-id` of the request.
+    pub request_id: String,
+}
+
+/// Stores `ids` on `span`, so every line logged inside it carries them. A disabled span is left alone.
+pub fn attach(span: &Span, ids: LogIds) {
+    span.with_subscriber(|(id, dispatch)| {
+        if let Some(span) = dispatch.downcast_ref::<Registry>().and_then(|registry| registry.span(id)) {
+            span.extensions_mut().replace(ids);
+        }
+    });
+}
+
+/// Reads back the ids stored on `span` (for tests and diagnostics).
+pub fn ids_of(span: &Span) -> Option<LogIds> {
+    span.with_subscriber(|(id, dispatch)| {
+        let registry = dispatch.downcast_ref::<Registry>()?;
+        registry.span(id)?.extensions().get::<LogIds>().cloned()
+    })
+    .flatten()
+}
+
+/// Span fields that never go into the `span` object of a JSON line: the ids are printed at the top level, and
+/// `otel.*` fields only steer the OpenTelemetry layer.
+fn hidden_in_logs(field: &Field) -> bool {
+    let name = field.name();
+    name == "request_id" || name.starts_with("otel.")
+}
+
+/// One JSON object per line, correlation ids at the top level.
+#[derive(Debug, Default)]
+pub struct JsonLines {
+    timer: SystemTime,
+}
+
+impl<S, N> FormatEvent<S, N> for JsonLines
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'w> FormatFields<'w> + 'static,
+{
+    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut w: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+        let meta = event.metadata();
+        w.write_str("{\"timestamp\":\"")?;
+        self.timer.format_time(&mut w)?;
+        write!(w, "\",\"level\":\"{}\"", meta.level())?;
+        let mut fields = JsonVisitor::new(&mut w, true, false);
+        event.record(&mut fields);
+        fields.result?;
+        w.write_str(",\"target\":")?;
+        write_json_str(&mut w, meta.target())?;
+
+        if let Some(scope) = ctx.event_scope() {
+            let mut ids_written = false;
+            for (depth, span) in scope.enumerate() {
+                let extensions = span.extensions();
+                if !ids_written && let Some(ids) = extensions.get::<LogIds>() {
+                    write!(w, ",\"trace_id\":\"{}\",\"span_id\":\"{}\",\"request_id\":", ids.trace_id, ids.span_id)?;
+                    write_json_str(&mut w, &ids.request_id)?;
+                    ids_written = true;
+                }
+                if depth == 0 {
+                    // The innermost span's own fields, as stored by `JsonFields`.
+                    w.write_str(",\"span\":{\"name\":")?;
+                    write_json_str(&mut w, span.name())?;
+                    if let Some(stored) = extensions.get::<FormattedFields<N>>()
+                        && !stored.fields.is_empty()
+                    {
+                        w.write_char(',')?;
+                        w.write_str(&stored.fields)?;
+                    }
+                    w.write_char('}')?;
+                }
+                if ids_written {
+                    break;
+                }
+            }
+        }
+        w.write_str("}\n")
+    }
+}
+
+/// Stores span fields as a JSON object body (`"k":v,"k2":v2`), so a line can splice it in without re-parsing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct JsonFields;
+
+impl<'w> FormatFields<'w> for JsonFields {
+    fn format_fields<R: RecordFields>(&self, mut writer: Writer<'w>, fields: R) -> fmt::Result {
+        let mut visitor = JsonVisitor::new(&mut writer, false, true);
+        fields.record(&mut visitor);
+        visitor.result
+    }
+
+    fn add_fields(&self, current: &'w mut FormattedFields<Self>, fields: &tracing::span::Record<'_>) -> fmt::Result {
+        let empty = current.fields.is_empty();
+        let mut writer = current.as_writer();
+        let mut visitor = JsonVisitor::new(&mut writer, !empty, true);
+        fields.record(&mut visitor);
+        visitor.result
+    }
+}
+
+/// Writes visited fields as `"name":value` pairs.
+struct JsonVisitor<'a, 'w> {
+    w: &'a mut Writer<'w>,
+    comma: bool,
+    span_fields: bool,
+    result: fmt::Result,
+}
+
+impl<'a, 'w> JsonVisitor<'a, 'w> {
+    fn new(w: &'a mut Writer<'w>, leading_comma: bool, span_fields: bool) -> Self {
+        Self { w, comma: leading_comma, span_fields, result: Ok(()) }
+    }
+
+    fn pair(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'w>) -> fmt::Result) {
+        if self.result.is_err() || (self.span_fields && hidden_in_logs(field)) {
+            return;
+        }
+        self.result = (|| {
+            if self.comma {
+                self.w.write_char(',')?;
+            }
+            self.comma = true;
+            write_json_str(self.w, field.name())?;
+            self.w.write_char(':')?;
+            value(self.w)
+        })();
+    }
+}
+
+impl Visit for JsonVisitor<'_, '_> {
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        // JSON has no NaN or infinities.
+        if value.is_finite() {
+            self.pair(field, |w| write!(w, "{value}"))
+        } else {
+            self.pair(field, |w| w.write_str("null"))
+        }
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.pair(field, |w| write!(w, "{value}"));
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.pair(field, |w| write!(w, "{value}"));
+    }
+
+    fn record_i128(&mut self, field: &Field, value: i128) {
+        self.pair(field, |w| write!(w, "{value}"));
+    }
+
+    fn record_u128(&mut self, field: &Field, value: u128) {
+        self.pair(field, |w| write!(w, "{value}"));
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.pair(field, |w| write!(w, "{value}"));
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.pair(field, |w| write_json_str(w, value));
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.pair(field, |w| write_json_display(w, value));
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.pair(field, |w| {
+            w.write_char('"')?;
+            write!(JsonEscape(w), "{value:?}")?;
+            w.write_char('"')
+        });
+    }
+}
+
+/// Writes `s` as a JSON string literal.
+fn write_json_str(w: &mut impl fmt::Write, s: &str) -> fmt::Result {
+    w.write_char('"')?;
+    JsonEscape(w).write_str(s)?;
+    w.write_char('"')
+}
+
+fn write_json_display(w: &mut impl fmt::Write, value: &dyn fmt::Display) -> fmt::Result {
+    w.write_char('"')?;
+    write!(JsonEscape(w), "{value}")?;
+    w.write_char('"')
+}
+
+/// Escapes what passes through it for the inside of a JSON string.
+struct JsonEscape<'a, W: fmt::Write>(&'a mut W);
+
+impl<W: fmt::Write> fmt::Write for JsonEscape<'_, W> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let mut start = 0;
+        for (i, byte) in s.bytes().enumerate() {
+            let escaped = match byte {
+                b'"' => "\\\"",
+                b'\\' => "\\\\",
+                b'\n' => "\\n",
+                b'\r' => "\\r",
+                b'\t' => "\\t",
+                0..0x20 | 0x7f => "",
+                _ => continue,
+            };
+            self.0.write_str(&s[start..i])?;
+            if escaped.is_empty() {
+                write!(self.0, "\\u{byte:04x}")?;
+            } else {
+                self.0.write_str(escaped)?;
+            }
+            start = i + 1;
+        }
+        self.0.write_str(&s[start..])
+    }
+}
+
+/// tracing's human-readable format with the correlation ids appended to each line.
+#[derive(Debug)]
+pub struct TextLines<F> {
+    inner: F,
+}
+
+impl<F> TextLines<F> {
+    /// Wraps a text event format.
+    pub fn new(inner: F) -> Self {
+        Self { inner }
+    }
+}
+
+impl<S, N, F> FormatEvent<S, N> for TextLines<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'w> FormatFields<'w> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut w: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+        let mut line = String::with_capacity(256);
+        self.inner.format_event(ctx, Writer::new(&mut line), event)?;
+        w.write_str(line.trim_end_matches('\n'))?;
+        if let Some(scope) = ctx.event_scope() {
+            for span in scope {
+                if let Some(ids) = span.extensions().get::<LogIds>() {
+                    write!(w, " trace_id={} span_id={} request_id={}", ids.trace_id, ids.span_id, ids.request_id)?;
+                    break;
+                }
+            }
+        }
+        w.write_char('\n')
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn escaped(s: &str) -> String {
+        let mut out = String::new();
+        write_json_str(&mut out, s).unwrap();
+        out
+    }
+
+    #[test]
+    fn strings_are_escaped_as_json_parsers_expect() {
+        for raw in ["plain", "quote \" and \\ backslash", "line\nbreak\ttab\r", "bell \u{7} del \u{7f}", "é ✓"] {
+            let json = escaped(raw);
+            assert_eq!(serde_json::from_str::<String>(&json).unwrap(), raw, "{json}");
+        }
+    }
+}
