@@ -33,7 +33,8 @@ fi
 if "$hadolint" --failure-threshold warning Dockerfile; then ok "hadolint Dockerfile"; else not_ok "hadolint Dockerfile"; fi
 
 step "docker compose config -q (Compose v2)"
-printf 'services:\n  data:\n    image: x\n    read_only: maybe\n' >"$tmp/compose.planted.yml"
+# A misplaced key (restart_policy belongs under deploy:), which both the schema and compose must reject.
+printf 'services:\n  data:\n    image: x\n    restart_policy: always\n' >"$tmp/compose.planted.yml"
 if docker compose -f "$tmp/compose.planted.yml" config -q >/dev/null 2>&1; then
   not_ok "docker compose config accepted a planted bad compose file"
 else
