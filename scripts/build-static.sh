@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build both agents as static musl binaries on the host and stage them, with the host's CA bundle, in
+# Build both agents as static musl binaries on the host and stage them, with Debian's CA roots, in
 # target/prebuilt/ for the Dockerfile's `prebuilt` stage (BINARIES=prebuilt).
 #
 # This is the offline path for machines that cannot pull the Rust builder image; a user's
@@ -11,7 +11,10 @@ set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 target=x86_64-unknown-linux-musl
-ca_bundle=${CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
+# The Mozilla roots as Debian's ca-certificates ships them, not the host's merged bundle: that one also holds any CA
+# added locally (a proxy's, a company's), which has no place in an image. CA_BUNDLE picks another file.
+mozilla_roots=/usr/share/ca-certificates/mozilla
+ca_bundle=${CA_BUNDLE:-}
 stage="$root/target/prebuilt"
 
 log() { echo "build-static: $*" >&2; }
@@ -24,7 +27,10 @@ if ! rustup target list --installed 2>/dev/null | grep -qx "$target"; then
   log "adding Rust target $target"
   rustup target add "$target" >&2
 fi
-[ -s "$ca_bundle" ] || die "no CA bundle at $ca_bundle (apt-get install -y ca-certificates, or set CA_BUNDLE)"
+if [ -z "$ca_bundle" ]; then
+  compgen -G "$mozilla_roots/*.crt" >/dev/null || die "no $mozilla_roots (apt-get install -y ca-certificates, or set CA_BUNDLE)"
+fi
+[ -z "$ca_bundle" ] || [ -s "$ca_bundle" ] || die "CA_BUNDLE=$ca_bundle is missing or empty"
 
 log "cargo build --release --target $target (nice)"
 CC_x86_64_unknown_linux_musl=musl-gcc \
@@ -39,6 +45,12 @@ for bin in data recommendation; do
   fi
   cp -f "$src" "$stage/$bin"
 done
-cp -f "$ca_bundle" "$stage/ca-certificates.crt"
+if [ -n "$ca_bundle" ]; then
+  cp -f "$ca_bundle" "$stage/ca-certificates.crt"
+else
+  # Each file is one PEM certificate; join them with the newline a file may lack at its end.
+  for crt in "$mozilla_roots"/*.crt; do cat "$crt"; echo; done | grep -v '^$' >"$stage/ca-certificates.crt.tmp"
+  mv -f "$stage/ca-certificates.crt.tmp" "$stage/ca-certificates.crt"
+fi
 log "staged in $stage: $(du -k "$stage"/* | awk '{ sub(".*/", "", $2); printf "%s %s KiB; ", $2, $1 }')"
 echo "$stage"
