@@ -15,7 +15,10 @@ max_seconds=${2:-1200}
 parent=$PPID
 deadline=$((SECONDS + max_seconds))
 
-while [ "$SECONDS" -lt "$deadline" ] && kill -0 "$parent" 2>/dev/null; do
+# The parent is gone when this process has been re-parented (to init or a subreaper), whatever became of its pid.
+parent_alive() { [ "$(ps -o ppid= -p $$ | tr -d ' ')" = "$parent" ]; }
+
+while [ "$SECONDS" -lt "$deadline" ] && parent_alive; do
   for id in $(podman ps --filter "label=com.docker.compose.project=$project" --format '{{.ID}}' 2>/dev/null); do
     # Each check is bounded by the container's healthcheck timeout; run them side by side so one slow container
     # does not delay the others.
