@@ -12,7 +12,15 @@
 
 ARG BINARIES=builder
 
-# --- builder: static musl binaries, with a dependency layer that survives source edits ---------------------------
+# --- planner: the workspace reduced to manifests and placeholder targets (scripts/cargo-skeleton.sh) -------------
+# Re-run on every source change, but its output only changes with a manifest, so the builder's COPY of it, and the
+# dependency layer after it, stay cached across source edits. Any workspace member is picked up without listing it.
+FROM docker.io/library/rust:1.95.0-slim-bookworm AS planner
+WORKDIR /ctx
+COPY . .
+RUN bash scripts/cargo-skeleton.sh /ctx /skeleton
+
+# --- builder: static musl binaries -----------------------------------------------------------------------------------
 # Pinned to the toolchain in rust-toolchain.toml.
 FROM docker.io/library/rust:1.95.0-slim-bookworm AS builder
 # ring (rustls' crypto provider) compiles C, so the musl target needs musl-gcc.
@@ -25,25 +33,14 @@ WORKDIR /src
 RUN echo "$(uname -m)-unknown-linux-musl" > /rust-target \
  && rustup target add "$(cat /rust-target)"
 
-# Dependencies first: only the manifests and empty crate roots, so this layer is rebuilt when Cargo.toml or
-# Cargo.lock change, not on every source edit.
-COPY Cargo.toml Cargo.lock ./
-COPY data/Cargo.toml data/
-COPY recommendation/Cargo.toml recommendation/
-COPY shared/Cargo.toml shared/
-COPY tests/Cargo.toml tests/
-RUN for crate in data recommendation shared tests; do mkdir -p "$crate/src" && : > "$crate/src/lib.rs"; done \
- && echo 'fn main() {}' > data/src/main.rs \
- && cp data/src/main.rs recommendation/src/main.rs \
- && cargo build --release --locked --target "$(cat /rust-target)" -p data -p recommendation
+# Dependencies first, compiled against the skeleton.
+COPY --from=planner /skeleton/ ./
+RUN cargo build --release --locked --target "$(cat /rust-target)" -p data -p recommendation
 
-COPY data data
-COPY recommendation recommendation
-COPY shared shared
-COPY tests tests
-# COPY keeps the context's modification times, which can be older than the placeholder build above; touch the
-# sources so cargo rebuilds the workspace crates instead of shipping the empty placeholders.
-RUN find data recommendation shared tests -name '*.rs' -exec touch {} + \
+COPY . .
+# The skeleton's placeholders are dated 1970, so cargo sees every real source as newer; touching them as well keeps
+# that true whatever timestamps the context carries.
+RUN find . -path ./target -prune -o -name '*.rs' -exec touch {} + \
  && cargo build --release --locked --target "$(cat /rust-target)" -p data -p recommendation \
  && mkdir -p /out \
  && for bin in data recommendation; do \

@@ -51,6 +51,17 @@ fi
 if "$check_jsonschema" --builtin-schema vendor.compose-spec docker-compose.yml; then ok "compose-spec schema"
 else not_ok "compose-spec schema"; fi
 
+step "builder skeleton (scripts/cargo-skeleton.sh, the Dockerfile's planner stage)"
+# The user's build path cannot run here (no Rust image); at least prove its planner step turns this workspace into
+# a skeleton cargo loads with the same members, so the dependency layer can build.
+members() { cargo metadata --format-version 1 --no-deps --offline --manifest-path "$1" | jq -c '[.packages[].name] | sort'; }
+if bash scripts/cargo-skeleton.sh "$root" "$tmp/skeleton" && want=$(members Cargo.toml) \
+  && got=$(members "$tmp/skeleton/Cargo.toml") && [ "$got" = "$want" ]; then
+  ok "skeleton loads as the same workspace: $got"
+else
+  not_ok "skeleton of the workspace does not load as the same workspace (${got:-error} vs ${want:-error})"
+fi
+
 step "compose file rules (issue 5)"
 # The resolved model with the defaults a user gets (no AGENT_* set).
 config=$(env -u AGENT_PORT -u AGENT_PUBLISH_ADDR -u AGENT_BINARIES docker compose config --format json)
