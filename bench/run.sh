@@ -203,6 +203,13 @@ def cost(mode, base, label):
     if costs:
         print(f"{label}: {statistics.median(costs) * 100:.1f} % less throughput; "
               f"per round: {', '.join(f'{c * 100:.1f}' for c in costs)}")
+cpu = {}
+for r in rows:
+    cpu.setdefault(r["round"], {})[r["mode"]] = num(r, "data_cpu_us_per_req") + num(r, "reco_cpu_us_per_req")
+if "defaults" in modes and "minimal" in modes:
+    extra = [m["defaults"] / m["minimal"] - 1 for m in cpu.values() if "defaults" in m and "minimal" in m]
+    print(f"default telemetry vs minimised: {statistics.median(extra) * 100:.1f} % more CPU per request in the two "
+          f"agents together; per round: {', '.join(f'{e * 100:.1f}' for e in extra)}")
 for mode in modes:
     if mode == "defaults":
         cost(mode, "minimal", "default telemetry vs minimised (budget: 15 %)")

@@ -15,6 +15,9 @@
 //! says: even with `RUST_LOG=warn` the warnings of a failing request carry its ids. A span's level only decides
 //! whether it is recorded; it prints nothing by itself. Health probes and scrapes get a DEBUG span instead, so
 //! they produce neither lines nor spans unless asked for.
+//!
+//! Lines are written to stdout in batches by a writer thread (see [`batched`]), at most 10 ms after they were
+//! logged.
 
 pub mod batched;
 pub mod logs;
@@ -72,11 +75,6 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    /// Whether spans are being exported.
-    pub fn exporting_spans(&self) -> bool {
-        self.exporting.is_some()
-    }
-
     /// Flushes buffered spans (bounded by [`otel::SHUTDOWN_FLUSH_TIMEOUT`]), then the buffered log lines. Call after
     /// the server has drained.
     pub async fn shutdown(self) {
