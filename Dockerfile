@@ -38,6 +38,9 @@ COPY --from=planner /skeleton/ ./
 RUN cargo build --release --locked --target "$(cat /rust-target)" -p data -p recommendation
 
 COPY . .
+# The build context has no .git: the revision reported by agent_build_info comes from this build argument.
+ARG REVISION=unknown
+ENV GIT_REVISION=${REVISION}
 # The skeleton's placeholders are dated 1970, so cargo sees every real source as newer; touching them as well keeps
 # that true whatever timestamps the context carries.
 RUN find . -path ./target -prune -o -name '*.rs' -exec touch {} + \
