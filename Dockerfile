@@ -9,6 +9,8 @@
 # The prebuilt path exists for machines that cannot pull the Rust image (no registry reachable). Stages that the
 # chosen target does not use are skipped by BuildKit and by buildah/podman, so with BINARIES=prebuilt the Rust image
 # is never pulled. Users never need it.
+# podman 4.x (buildah) decides which stages to skip before it applies an ARG's default value, so there pass
+# --build-arg BINARIES=builder explicitly (compose always passes it); otherwise it tries to pull an image "builder".
 
 ARG BINARIES=builder
 
