@@ -179,13 +179,14 @@ pub struct ApiDoc;
 
 /// All routes with the shared layers; no I/O, so tests can drive it with `oneshot`.
 pub fn router(state: AppState) -> Router {
-    let token = state.app_api_token.clone();
-    let app = Router::new()
-        .route("/data", get(get_data).put(put_data))
-        .with_state(state.clone())
-        .merge(shared::health::routes(state.health.clone()))
-        .merge(shared::docs::routes(ApiDoc::openapi()));
-    shared::middleware::apply(shared::dapr::require_app_token(app, token.as_deref()), state.limits)
+    let own_routes = Router::new().route("/data", get(get_data).put(put_data)).with_state(state.clone());
+    shared::middleware::agent_router(
+        own_routes,
+        &state.health,
+        ApiDoc::openapi(),
+        state.app_api_token.as_deref(),
+        state.limits,
+    )
 }
 
 /// Serves until `shutdown` completes, then drains (see [`shared::server`]).

@@ -27,6 +27,19 @@ use crate::{
 /// Routes that probes and scrapers hit every few seconds; logged at debug so they do not flood the logs.
 const QUIET_ROUTES: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
 
+/// An agent's full router: its own routes plus the probes and API docs every agent serves, the app-token check (when
+/// a token is set) and the shared layers. Both agents build their router through this, so they cannot drift apart.
+pub fn agent_router(
+    own_routes: Router,
+    health: &crate::health::Health,
+    spec: utoipa::openapi::OpenApi,
+    app_token: Option<&str>,
+    limits: Limits,
+) -> Router {
+    let app = own_routes.merge(crate::health::routes(health.clone())).merge(crate::docs::routes(spec));
+    apply(crate::dapr::require_app_token(app, app_token), limits)
+}
+
 /// Wraps a service router with `/metrics`, the shared fallbacks and layers. Apply last, after every route is added.
 pub fn apply(router: Router, limits: Limits) -> Router {
     let router = router
