@@ -243,23 +243,27 @@ mod tests {
     fn every_user_interacts_and_tastes_show() {
         let data = default_dataset();
         let mut per_user = vec![0; data.users().len()];
+        let mut per_theme: std::collections::HashMap<(usize, usize), usize> = Default::default();
         for i in data.interactions() {
             per_user[i.user.index()] += 1;
+            // The default catalog has whole themes only, so themes are blocks of THEME_SIZE items.
+            *per_theme.entry((i.user.index(), i.item.index() / THEME_SIZE)).or_default() += 1;
         }
         assert!(per_user.iter().all(|&n| n > 0));
         assert!(data.users().find("u1").is_some());
         // Users' interactions concentrate in few themes: the top two themes of a user hold most of them.
-        let mut concentrated = 0;
-        for user in 0..data.users().len() {
-            let mut counts = std::collections::HashMap::<usize, usize>::new();
-            for i in data.interactions().iter().filter(|i| i.user.index() == user) {
-                *counts.entry(i.item.index() / THEME_SIZE).or_default() += 1;
-            }
-            let mut counts: Vec<_> = counts.into_values().collect();
-            counts.sort_unstable_by(|a, b| b.cmp(a));
-            let top_two: usize = counts.iter().take(2).sum();
-            concentrated += usize::from(top_two * 2 > per_user[user]);
+        let mut themes = vec![Vec::new(); per_user.len()];
+        for ((user, _), count) in per_theme {
+            themes[user].push(count);
         }
+        for counts in &mut themes {
+            counts.sort_unstable_by(|a, b| b.cmp(a));
+        }
+        let concentrated = themes
+            .iter()
+            .zip(&per_user)
+            .filter(|&(counts, &total)| counts.iter().take(2).sum::<usize>() * 2 > total)
+            .count();
         assert!(concentrated * 10 > data.users().len() * 9, "only {concentrated} users follow their tastes");
     }
 

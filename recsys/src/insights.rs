@@ -32,9 +32,11 @@ use crate::{
 
 /// How many of the most popular items are kept, overall and per category.
 pub const POPULAR_K: usize = 250;
-/// How many of a user's previous new items a new item is paired with.
-pub const CO_OCCURRENCE_WINDOW: usize = 20;
-/// How many partners each item keeps counting.
+/// How many of a user's previous new items a new item is paired with. On the default data set 10 evaluates as
+/// well as 20 (and 5 a little worse) while pairing less, which is the bulk of the processing time.
+pub const CO_OCCURRENCE_WINDOW: usize = 10;
+/// How many partners each item keeps counting. On the default data set 32 counters lose a sixth of v2's nDCG@10
+/// (popular items crowd the partners out), while 64 or 96 bring nothing more.
 pub const CO_OCCURRENCE_COUNTERS: usize = 48;
 /// How many of the user's latest items [`UserInsights::history`] lists.
 pub const HISTORY_LIMIT: usize = 10;
@@ -465,7 +467,6 @@ impl Insights {
         let audience = f64::from(self.audience[item.index()]);
         let mut similar: Vec<Ranked> = self.co_occurrence[item.index()]
             .counters()
-            .iter()
             .filter(|counter| counter.guaranteed() > 0 && !seen(counter.item))
             .map(|counter| Ranked {
                 // Both audiences are at least the guaranteed count, so this is in (0, 1].

@@ -90,31 +90,43 @@ impl Counter {
 
 /// The most frequent items of a stream, in at most `capacity` counters (the capacity is passed by the caller, the
 /// same for every list, so it is not stored a hundred thousand times).
+///
+/// The items are kept apart from their counts: the search for an item, which every update does, then reads a few
+/// contiguous cache lines of ids only.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct SpaceSaving {
-    counters: Vec<Counter>,
+    items: Vec<ItemIdx>,
+    /// `(count, error)` of `items[i]`.
+    counts: Vec<(u32, u32)>,
 }
 
 impl SpaceSaving {
     /// Counts one occurrence of `item`.
     pub(crate) fn add(&mut self, item: ItemIdx, capacity: usize) {
-        if let Some(counter) = self.counters.iter_mut().find(|c| c.item == item) {
-            counter.count = counter.count.saturating_add(1);
-        } else if self.counters.len() < capacity {
-            if self.counters.capacity() == self.counters.len() {
+        if let Some(position) = self.items.iter().position(|&i| i == item) {
+            let count = &mut self.counts[position].0;
+            *count = count.saturating_add(1);
+        } else if self.items.len() < capacity {
+            if self.items.capacity() == self.items.len() {
                 // Grow in steps but never past the capacity: most items have few neighbours.
-                self.counters.reserve_exact((self.counters.len().max(4)).min(capacity - self.counters.len()));
+                let more = self.items.len().max(4).min(capacity - self.items.len());
+                self.items.reserve_exact(more);
+                self.counts.reserve_exact(more);
             }
-            self.counters.push(Counter { item, count: 1, error: 0 });
-        } else if let Some(smallest) = self.counters.iter_mut().min_by_key(|c| c.count) {
+            self.items.push(item);
+            self.counts.push((1, 0));
+        } else if let Some((position, &(smallest, _))) =
+            self.counts.iter().enumerate().min_by_key(|(_, (count, _))| *count)
+        {
             // `min_by_key` returns the first smallest: the choice is deterministic.
-            *smallest = Counter { item, count: smallest.count.saturating_add(1), error: smallest.count };
+            self.items[position] = item;
+            self.counts[position] = (smallest.saturating_add(1), smallest);
         }
     }
 
     /// The counters, in no particular order.
-    pub(crate) fn counters(&self) -> &[Counter] {
-        &self.counters
+    pub(crate) fn counters(&self) -> impl Iterator<Item = Counter> + '_ {
+        self.items.iter().zip(&self.counts).map(|(&item, &(count, error))| Counter { item, count, error })
     }
 }
 
@@ -173,14 +185,14 @@ mod tests {
             *truth.entry(item).or_default() += 1;
             sketch.add(ItemIdx(item), capacity);
         }
-        assert_eq!(sketch.counters().len(), capacity);
+        assert_eq!(sketch.counters().count(), capacity);
         for counter in sketch.counters() {
             let real = truth[&counter.item.0];
             assert!(counter.guaranteed() <= real && real <= counter.count, "{counter:?} vs {real}");
         }
         for (&item, &count) in &truth {
             if count as usize > n / capacity {
-                assert!(sketch.counters().iter().any(|c| c.item.0 == item), "heavy item {item} ({count}) lost");
+                assert!(sketch.counters().any(|c| c.item.0 == item), "heavy item {item} ({count}) lost");
             }
         }
     }
@@ -190,8 +202,8 @@ mod tests {
         let mut sketch = SpaceSaving::default();
         for item in 0..100 {
             sketch.add(ItemIdx(item), 6);
-            assert!(sketch.counters.capacity() <= 6);
+            assert!(sketch.items.capacity() <= 6 && sketch.counts.capacity() <= 6);
         }
-        assert_eq!(sketch.counters().len(), 6);
+        assert_eq!(sketch.counters().count(), 6);
     }
 }

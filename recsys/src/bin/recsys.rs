@@ -130,6 +130,28 @@ fn memory() -> Option<(f64, f64)> {
     Some((field("VmHWM:")?, field("VmRSS:")?))
 }
 
+/// CPU time of this (single-threaded) process so far, where /proc says (updated at scheduler ticks, so only
+/// meaningful over many milliseconds): on a shared machine, wall time alone measures the neighbours too.
+fn cpu_time() -> Option<Duration> {
+    let schedstat = std::fs::read_to_string("/proc/self/schedstat").ok()?;
+    Some(Duration::from_nanos(schedstat.split_whitespace().next()?.parse().ok()?))
+}
+
+/// The load average over the last minute, where /proc says.
+fn load_average() -> Option<String> {
+    Some(std::fs::read_to_string("/proc/loadavg").ok()?.split_whitespace().next()?.to_owned())
+}
+
+/// `wall` seconds, and the CPU seconds between `cpu_before` and `cpu_after` when both are known.
+fn seconds(wall: Duration, cpu_before: Option<Duration>, cpu_after: Option<Duration>) -> String {
+    match (cpu_before, cpu_after) {
+        (Some(before), Some(after)) => {
+            format!("{:.2} s (CPU {:.2} s)", wall.as_secs_f64(), after.saturating_sub(before).as_secs_f64())
+        }
+        _ => format!("{:.2} s", wall.as_secs_f64()),
+    }
+}
+
 /// p50, p99 and the maximum of `samples`, in microseconds.
 fn percentiles(samples: &mut [Duration]) -> String {
     samples.sort_unstable();
@@ -138,10 +160,13 @@ fn percentiles(samples: &mut [Duration]) -> String {
 }
 
 fn bench(file: Option<&Path>, requests: usize, limit: usize) -> Result {
+    let cpu_start = cpu_time();
     let (data, load_time) = dataset(file)?;
+    let cpu_loaded = cpu_time();
     let started = Instant::now();
     let insights = Insights::build(&data, &Limits::default());
     let build_time = started.elapsed();
+    let cpu_built = cpu_time();
     println!(
         "data set: {} items, {} categories, {} users, {} interactions ({})",
         data.catalog().len(),
@@ -150,12 +175,10 @@ fn bench(file: Option<&Path>, requests: usize, limit: usize) -> Result {
         data.interactions().len(),
         file.map_or_else(|| "the default data set".to_owned(), |path| path.display().to_string()),
     );
-    println!(
-        "load {:.2} s + process {:.2} s = {:.2} s",
-        load_time.as_secs_f64(),
-        build_time.as_secs_f64(),
-        (load_time + build_time).as_secs_f64()
-    );
+    println!("load average: {}", load_average().unwrap_or_else(|| "unknown".to_owned()));
+    println!("load:    {}", seconds(load_time, cpu_start, cpu_loaded));
+    println!("process: {}", seconds(build_time, cpu_loaded, cpu_built));
+    println!("total:   {}", seconds(load_time + build_time, cpu_start, cpu_built));
     let categories: Vec<String> = data.catalog().categories().iter().take(2).cloned().collect();
     drop(data);
     match memory() {
@@ -168,6 +191,8 @@ fn bench(file: Option<&Path>, requests: usize, limit: usize) -> Result {
     let mut data_side = Vec::with_capacity(requests);
     let mut model_side = [Vec::with_capacity(requests), Vec::with_capacity(requests)];
     let mut bytes = 0;
+    let cpu_before = cpu_time();
+    let wall_before = Instant::now();
     for n in 0..requests {
         let cold = format!("cold-{n}");
         let user = if n % 4 == 3 || users.is_empty() { cold.as_str() } else { users[n % users.len()].as_str() };
@@ -185,14 +210,20 @@ fn bench(file: Option<&Path>, requests: usize, limit: usize) -> Result {
             times.push(started.elapsed());
         }
     }
-    if requests > 0 {
-        println!(
-            "per request ({requests} requests, limit {limit}, {} bytes of insights on average):",
-            bytes / requests
-        );
-        println!("  data: user_insights + JSON encoding    {}", percentiles(&mut data_side));
+    let wall = wall_before.elapsed();
+    let cpu_after = cpu_time();
+    if let Some(average) = bytes.checked_div(requests) {
+        println!("per request ({requests} requests, limit {limit}, {average} bytes of insights on average):");
+        // CPU time per request is only known on average: /proc updates it at scheduler ticks.
+        let per_request = |total: Duration| total.as_secs_f64() * 1e6 / requests as f64;
+        let cpu = match (cpu_before, cpu_after) {
+            (Some(before), Some(after)) => format!(", CPU {:.1} µs", per_request(after.saturating_sub(before))),
+            _ => String::new(),
+        };
+        println!("  mean of the three steps below together: wall {:.1} µs{cpu}", per_request(wall));
+        println!("  {:<42} {}", "data: user_insights + JSON encoding", percentiles(&mut data_side));
         for (model, times) in ModelName::ALL.iter().zip(&mut model_side) {
-            println!("  {model}: JSON decoding + recommend + JSON {}", percentiles(times));
+            println!("  {:<42} {}", format!("{model}: JSON decoding + recommend + JSON"), percentiles(times));
         }
     }
     Ok(())
