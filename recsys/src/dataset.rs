@@ -1,5 +1,5 @@
 //! A data set: a catalog, the users seen, and their interactions with items, in time order. Read from `DATA_FILE`
-//! (see [`crate::load`]) or generated (see [`crate::generate`]); [`crate::Insights`] is built from it.
+//! (see [`mod@crate::load`]) or generated (see [`crate::generate`]); [`crate::Insights`] is built from it.
 
 use std::{collections::HashMap, sync::Arc};
 

@@ -4,11 +4,11 @@
 //!
 //! What is kept, and its bounds:
 //! - popularity: the sum of interaction weights per item, and the [`POPULAR_K`] most popular items overall and per
-//!   category ([`TopK`], exact because popularity only grows);
+//!   category (a bounded top-k list, exact because popularity only grows);
 //! - co-occurrence: when a user interacts with an item for the first time, it is paired with the user's previous
 //!   [`CO_OCCURRENCE_WINDOW`] new items; each item keeps its most frequent partners in [`CO_OCCURRENCE_COUNTERS`]
-//!   counters ([`SpaceSaving`]). A pair is counted once per user, so the count is "users who chose both, close
-//!   together", and the window keeps a long history from pairing everything with everything;
+//!   counters (the Space-Saving algorithm). A pair is counted once per user, so the count is "users who chose
+//!   both, close together", and the window keeps a long history from pairing everything with everything;
 //! - per user: each distinct item with its summed weight, number of interactions and latest time, and the window.
 //!
 //! Memory is therefore proportional to items × counters plus distinct (user, item) pairs, whatever the number of

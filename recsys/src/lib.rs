@@ -65,8 +65,9 @@
 //! - `neighbours`: for each history item, its [`insights::NEIGHBOURS`] most similar items the user has not
 //!   interacted with (cosine similarity of their audiences).
 //!
-//! So a request costs a few kilobytes of JSON (≤ 2 × limit + 10 candidate lists' worth, about 100 items for
-//! `limit` 10), whatever the size of the catalog or of the co-occurrence data; the data agent does the filtering
+//! So a request costs a few kilobytes of JSON (at most `limit` × (1 + categories) candidates, 10 history items and
+//! 100 neighbours; about 10 kB for `limit` 10 on the default set), whatever the size of the catalog or of the
+//! co-occurrence data; the data agent does the filtering
 //! it alone can do (it knows the user's whole history), and the model stays a pure function of its input, which
 //! is what makes v1 and v2 comparable on the same answer. The alternatives were worse: shipping the co-occurrence
 //! matrix or the catalog to every recommendation replica would copy megabytes on every `data-updated`; computing
@@ -89,17 +90,33 @@
 //! eval`):
 //!
 //! ```text
-//! EVALUATION
+//! leave-last-out: 996 users evaluated, 4 with fewer than two items left out, lists of 10
+//! model    precision@10      recall@10        nDCG@10
+//! v1             0.0171         0.1707         0.1071
+//! v2             0.0581         0.5813         0.3621
 //! ```
 //!
-//! v2 finds the held-out item several times as often as v1: the default data was generated with user tastes, which
-//! is the structure co-occurrence exploits, while popularity only catches the share of interactions that follow
-//! global popularity. The figures on real data will be lower for both; the comparison is what matters.
+//! v2 finds the held-out item 3.4 times as often as v1, and ranks it higher: the default data was generated with
+//! user tastes, the structure co-occurrence exploits, while popularity only catches the share of interactions that
+//! follow global popularity. Both figures will be lower on real data; the comparison is what the canary is about.
+//! (Precision@10 is recall@10 / 10 here, since each user has exactly one held-out item.)
 //!
 //! ## Scale
-//! `bench/recsys.sh` generates 100 000 items and 1 000 000 interactions (`recsys generate`), then measures with a
-//! release build the time to load and process them, the peak memory, and the time per request of the data side
-//! (`user_insights` and its JSON) and of each model (JSON decoding and `recommend`) on the default data set.
+//! `bench/recsys.sh` generates 100 000 items, 50 000 users and 1 000 000 interactions (`recsys generate`, a 96 MiB
+//! `DATA_FILE`), then measures with a release build the time to load and process them, the peak memory, and the
+//! time per request of the data side (`user_insights` and its JSON) and of each model (JSON decoding, `recommend`
+//! and JSON encoding), on that set and on the default one. Measured on the 2-core development machine while other
+//! builds kept its load average near 10 (so wall times are about twice the CPU times):
+//!
+//! | | 1 000 000 interactions | default set |
+//! |---|---|---|
+//! | load + process | 12.0 s wall, 5.5 s CPU (load 1.5 s, process 4.0 s) | 0.06 s |
+//! | peak RSS / RSS after | 164 MiB / 141 MiB | 6 MiB / 5 MiB |
+//! | per request, data side, p50 | 129 µs | 56 µs |
+//! | per request, v1 / v2, p50 | 88 µs / 103 µs | 57 µs / 76 µs |
+//!
+//! Processing is bound by memory latency: each new (user, item) pair updates the partner lists of up to
+//! [`insights::CO_OCCURRENCE_WINDOW`] other items, scattered over the catalog.
 
 pub mod catalog;
 pub mod dataset;

@@ -377,7 +377,9 @@ mod tests {
     fn ties_are_broken_by_id_and_history_is_never_offered() {
         let json = serde_json::json!({
             "user": "u", "version": 0, "interacted": 1,
-            "history": [{"id": "h", "title": "Held", "category": "c", "weight": 1.0, "interactions": 1, "last_time": 1}],
+            "history": [
+                {"id": "h", "title": "Held", "category": "c", "weight": 1.0, "interactions": 1, "last_time": 1},
+            ],
             "popular": [
                 {"id": "h", "title": "Held", "category": "c", "popularity": 1.0},
                 {"id": "b", "title": "B", "category": "c", "popularity": 0.5},
