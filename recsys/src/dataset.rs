@@ -76,7 +76,8 @@ pub struct Interaction {
 }
 
 /// Bounds on what a data set may hold, so a file cannot exhaust memory. The defaults allow five times the
-/// 100 000-item / 1 000 000-interaction set that `bench/recsys.sh` measures.
+/// 100 000-item / 1 000 000-interaction set that `bench/recsys.sh` measures. Counts above `u32::MAX` are read as
+/// `u32::MAX`: items, users and interactions are addressed by 32-bit indices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Longest line of `DATA_FILE`, in bytes, without its line break.

@@ -152,7 +152,7 @@ pub enum BatchError {
     #[error("a batch holds at most {MAX_BATCH} interactions")]
     TooLarge,
     /// Rows that break a rule (every one of them, in row order).
-    #[error("{} invalid rows, the first: {}", .0.len(), .0[0])]
+    #[error("{}", rows_message(.0))]
     Rows(Vec<RowError>),
     /// The batch would bring the number of users past the bound.
     #[error("no room for new users: at most {max} are kept")]
@@ -160,6 +160,14 @@ pub enum BatchError {
         /// The bound.
         max: usize,
     },
+}
+
+fn rows_message(rows: &[RowError]) -> String {
+    match rows {
+        [] => "invalid rows".to_owned(),
+        [only] => only.to_string(),
+        [first, ..] => format!("{} invalid rows, the first: {first}", rows.len()),
+    }
 }
 
 /// What [`Insights::apply`] did.
@@ -195,7 +203,8 @@ impl Insights {
     pub fn new(catalog: Arc<Catalog>, limits: &Limits) -> Self {
         let items = catalog.len();
         Self {
-            max_users: limits.max_users,
+            // Users are addressed by u32 indices.
+            max_users: limits.max_users.min(u32::MAX as usize),
             users: Users::default(),
             profiles: Vec::new(),
             popularity: vec![0.0; items],

@@ -143,7 +143,7 @@ pub fn read(mut reader: impl BufRead, name: &str, limits: &Limits) -> Result<Dat
     loop {
         buffer.clear();
         // Room for the longest allowed line and its "\r\n": anything longer is refused without reading it whole.
-        let bound = limits.max_line_bytes as u64 + 2;
+        let bound = (limits.max_line_bytes as u64).saturating_add(2);
         let read = (&mut reader)
             .take(bound)
             .read_until(b'\n', &mut buffer)
@@ -204,8 +204,8 @@ struct Pending {
 /// Marks an interaction whose item is still [`Pending`].
 const UNRESOLVED: ItemIdx = ItemIdx(u32::MAX);
 
-struct Loader<'l> {
-    limits: &'l Limits,
+struct Loader {
+    limits: Limits,
     catalog: CatalogBuilder,
     item_lines: Vec<u64>,
     users: Users,
@@ -237,10 +237,17 @@ fn json_error(err: &serde_json::Error) -> LoadErrorKind {
     LoadErrorKind::Json { column: err.column(), message }
 }
 
-impl<'l> Loader<'l> {
-    fn new(limits: &'l Limits) -> Self {
+impl Loader {
+    fn new(limits: &Limits) -> Self {
+        // Items, users and interactions are addressed by u32 indices, whatever the limits say.
+        let index = |limit: usize| limit.min(u32::MAX as usize);
         Self {
-            limits,
+            limits: Limits {
+                max_items: index(limits.max_items),
+                max_users: index(limits.max_users),
+                max_interactions: index(limits.max_interactions),
+                ..*limits
+            },
             catalog: CatalogBuilder::default(),
             item_lines: Vec::new(),
             users: Users::default(),
