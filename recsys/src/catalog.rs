@@ -68,15 +68,19 @@ pub enum CatalogError {
     Full,
 }
 
-/// Builds a catalog one item at a time, checking each as it comes.
-#[derive(Debug, Default)]
-pub struct CatalogBuilder {
+/// The items and their indexes by id and category: what the builder collects and the catalog keeps.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Entries {
     items: Vec<Item>,
     by_id: HashMap<String, ItemIdx>,
     categories: Vec<String>,
     category_by_name: HashMap<String, CategoryIdx>,
     category_of: Vec<CategoryIdx>,
 }
+
+/// Builds a catalog one item at a time, checking each as it comes.
+#[derive(Debug, Default)]
+pub struct CatalogBuilder(Entries);
 
 impl CatalogBuilder {
     /// Adds `item` if its fields are valid and its id is new.
@@ -86,73 +90,63 @@ impl CatalogBuilder {
         field("id", validate::id(&item.id))?;
         field("title", validate::title(&item.title))?;
         field("category", validate::category(&item.category))?;
-        if let Some(&first) = self.by_id.get(&item.id) {
+        let entries = &mut self.0;
+        if let Some(&first) = entries.by_id.get(&item.id) {
             return Err(CatalogError::Duplicate { id: item.id, first });
         }
-        let idx = ItemIdx(u32::try_from(self.items.len()).map_err(|_| CatalogError::Full)?);
-        let category = match self.category_by_name.get(&item.category) {
+        let idx = ItemIdx(u32::try_from(entries.items.len()).map_err(|_| CatalogError::Full)?);
+        let category = match entries.category_by_name.get(&item.category) {
             Some(&category) => category,
             None => {
                 // At most one category per item, so this cannot overflow once the item index did not.
-                let category = CategoryIdx(self.categories.len() as u32);
-                self.categories.push(item.category.clone());
-                self.category_by_name.insert(item.category.clone(), category);
+                let category = CategoryIdx(entries.categories.len() as u32);
+                entries.categories.push(item.category.clone());
+                entries.category_by_name.insert(item.category.clone(), category);
                 category
             }
         };
-        self.by_id.insert(item.id.clone(), idx);
-        self.category_of.push(category);
-        self.items.push(item);
+        entries.by_id.insert(item.id.clone(), idx);
+        entries.category_of.push(category);
+        entries.items.push(item);
         Ok(idx)
     }
 
     /// The item with this id, if pushed already.
     pub fn get(&self, id: &str) -> Option<ItemIdx> {
-        self.by_id.get(id).copied()
+        self.0.by_id.get(id).copied()
     }
 
     /// Number of items pushed.
     pub fn len(&self) -> usize {
-        self.items.len()
+        self.0.items.len()
     }
 
     /// Whether no item was pushed.
     pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
+        self.0.items.is_empty()
     }
 
     /// The finished catalog.
     pub fn build(self) -> Catalog {
-        let mut by_rank: Vec<u32> = (0..self.items.len() as u32).collect();
-        by_rank.sort_unstable_by(|&a, &b| self.items[a as usize].id.cmp(&self.items[b as usize].id));
-        let mut id_rank = vec![0; self.items.len()];
+        let entries = self.0;
+        let mut by_rank: Vec<u32> = (0..entries.items.len() as u32).collect();
+        by_rank.sort_unstable_by(|&a, &b| entries.items[a as usize].id.cmp(&entries.items[b as usize].id));
+        let mut id_rank = vec![0; entries.items.len()];
         for (rank, &idx) in by_rank.iter().enumerate() {
             id_rank[idx as usize] = rank as u32;
         }
-        let mut in_category = vec![Vec::new(); self.categories.len()];
-        for (idx, category) in self.category_of.iter().enumerate() {
+        let mut in_category = vec![Vec::new(); entries.categories.len()];
+        for (idx, category) in entries.category_of.iter().enumerate() {
             in_category[category.index()].push(ItemIdx(idx as u32));
         }
-        Catalog {
-            items: self.items,
-            by_id: self.by_id,
-            categories: self.categories,
-            category_by_name: self.category_by_name,
-            category_of: self.category_of,
-            in_category,
-            id_rank,
-        }
+        Catalog { entries, in_category, id_rank }
     }
 }
 
 /// The items, indexed by id and by category.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Catalog {
-    items: Vec<Item>,
-    by_id: HashMap<String, ItemIdx>,
-    categories: Vec<String>,
-    category_by_name: HashMap<String, CategoryIdx>,
-    category_of: Vec<CategoryIdx>,
+    entries: Entries,
     in_category: Vec<Vec<ItemIdx>>,
     id_rank: Vec<u32>,
 }
@@ -169,42 +163,42 @@ impl Catalog {
 
     /// Every item, in catalog order.
     pub fn items(&self) -> &[Item] {
-        &self.items
+        &self.entries.items
     }
 
     /// Number of items.
     pub fn len(&self) -> usize {
-        self.items.len()
+        self.entries.items.len()
     }
 
     /// Whether the catalog has no item.
     pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
+        self.entries.items.is_empty()
     }
 
     /// The item at `idx`.
     pub fn item(&self, idx: ItemIdx) -> &Item {
-        &self.items[idx.index()]
+        &self.entries.items[idx.index()]
     }
 
     /// The item with this id.
     pub fn find(&self, id: &str) -> Option<ItemIdx> {
-        self.by_id.get(id).copied()
+        self.entries.by_id.get(id).copied()
     }
 
     /// Every category name, in order of first appearance.
     pub fn categories(&self) -> &[String] {
-        &self.categories
+        &self.entries.categories
     }
 
     /// The category with this name.
     pub fn find_category(&self, name: &str) -> Option<CategoryIdx> {
-        self.category_by_name.get(name).copied()
+        self.entries.category_by_name.get(name).copied()
     }
 
     /// The category of an item.
     pub fn category_of(&self, idx: ItemIdx) -> CategoryIdx {
-        self.category_of[idx.index()]
+        self.entries.category_of[idx.index()]
     }
 
     /// The items of a category, in catalog order.
@@ -219,7 +213,7 @@ impl Catalog {
 
     /// Iterates over every item index.
     pub fn indices(&self) -> impl Iterator<Item = ItemIdx> + '_ {
-        (0..self.items.len() as u32).map(ItemIdx)
+        (0..self.entries.items.len() as u32).map(ItemIdx)
     }
 }
 
