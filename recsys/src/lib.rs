@@ -106,14 +106,15 @@
 //! `DATA_FILE`), then measures with a release build the time to load and process them, the peak memory, and the
 //! time per request of the data side (`user_insights` and its JSON) and of each model (JSON decoding, `recommend`
 //! and JSON encoding), on that set and on the default one. Measured on the 2-core development machine while other
-//! builds kept its load average near 10 (so wall times are about twice the CPU times):
+//! builds kept its load average between 7 and 10 (wall times are inflated accordingly; CPU times are not):
 //!
 //! | | 1 000 000 interactions | default set |
 //! |---|---|---|
-//! | load + process | 12.0 s wall, 5.5 s CPU (load 1.5 s, process 4.0 s) | 0.06 s |
+//! | load + process | 7.6 to 12.0 s wall; 5.5 to 6.0 s CPU (load 1.5–1.7 s, process 4.0–4.3 s) | 0.04 s |
 //! | peak RSS / RSS after | 164 MiB / 141 MiB | 6 MiB / 5 MiB |
-//! | per request, data side, p50 | 129 µs | 56 µs |
-//! | per request, v1 / v2, p50 | 88 µs / 103 µs | 57 µs / 76 µs |
+//! | per request, data side, p50 / p99 | 117 µs / 4.2 ms | 58 µs / 162 µs |
+//! | per request, v1, p50 / p99 | 77 µs / 1.1 ms | 57 µs / 176 µs |
+//! | per request, v2, p50 / p99 | 95 µs / 2.4 ms | 76 µs / 212 µs |
 //!
 //! Processing is bound by memory latency: each new (user, item) pair updates the partner lists of up to
 //! [`insights::CO_OCCURRENCE_WINDOW`] other items, scattered over the catalog.
