@@ -114,14 +114,16 @@ start() {
   wait_for 10 "$name to start" test -s "$RUN/$name.pid"
 }
 
-# stop NAME...: SIGTERM, then SIGKILL after 15 s; all named components in parallel.
+# stop NAME...: SIGTERM, then SIGKILL after STOP_SECONDS (15; down, which deletes all state, waits 5); all named
+# components in parallel.
+STOP_SECONDS=15
 stop() {
   local name pids=() pid deadline
   for name in "$@"; do
     alive "$name" && pids+=("$(pid_of "$name")")
   done
   [ ${#pids[@]} -eq 0 ] || kill -TERM "${pids[@]}" 2>/dev/null || true
-  deadline=$((SECONDS + 15))
+  deadline=$((SECONDS + STOP_SECONDS))
   for pid in "${pids[@]}"; do
     while [ -d "/proc/$pid" ] && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.2; done
     [ -d "/proc/$pid" ] && { log "pid $pid did not stop on SIGTERM: SIGKILL"; kill -KILL "$pid" 2>/dev/null || true; }
@@ -616,8 +618,9 @@ down() {
       timeout 10 ctr_ tasks delete --force "$task" >/dev/null 2>&1 || true
     done
   fi
-  stop kube-proxy kube-scheduler kube-controller-manager
-  stop kube-apiserver
+  # The rest is deleted with the state, so there is nothing to wait for: a short grace, then SIGKILL.
+  STOP_SECONDS=5
+  stop kube-proxy kube-scheduler kube-controller-manager kube-apiserver
   stop etcd containerd
   # Whatever is left (shims, container processes of a crashed containerd) by PID, until nothing is.
   local pids deadline=$((SECONDS + 15))
@@ -683,6 +686,15 @@ status() {
     fi
   done
   echo "state: $DIR (logs in $DIR/logs)"
+  # Proportional set size: the shared pages of the one kube binary are counted once, not once per component.
+  local pid pss=0 count=0 kb
+  for pid in $(cluster_pids | sort -u); do
+    kb=$(awk '/^Pss:/ { print $2 }' "/proc/$pid/smaps_rollup" 2>/dev/null) || continue
+    [ -n "$kb" ] || continue
+    pss=$((pss + kb))
+    count=$((count + 1))
+  done
+  echo "memory: $((pss / 1024)) MiB (PSS of $count processes: components, shims, containers)"
   if alive kube-apiserver; then
     KUBECTL=$DIR/bin/kubectl
     kubectl_ get nodes -o wide 2>&1 || true
