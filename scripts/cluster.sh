@@ -118,15 +118,22 @@ start() {
 # components in parallel.
 STOP_SECONDS=15
 stop() {
-  local name pids=() pid deadline
+  local name pids=() names=() pid deadline i
   for name in "$@"; do
-    alive "$name" && pids+=("$(pid_of "$name")")
+    if alive "$name"; then
+      pids+=("$(pid_of "$name")")
+      names+=("$name")
+    fi
   done
   [ ${#pids[@]} -eq 0 ] || kill -TERM "${pids[@]}" 2>/dev/null || true
   deadline=$((SECONDS + STOP_SECONDS))
-  for pid in "${pids[@]}"; do
+  for i in "${!pids[@]}"; do
+    pid=${pids[$i]}
     while [ -d "/proc/$pid" ] && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.2; done
-    [ -d "/proc/$pid" ] && { log "pid $pid did not stop on SIGTERM: SIGKILL"; kill -KILL "$pid" 2>/dev/null || true; }
+    if [ -d "/proc/$pid" ]; then
+      log "${names[$i]} (pid $pid) still running ${STOP_SECONDS} s after SIGTERM: SIGKILL"
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
   done
   for name in "$@"; do rm -f "$RUN/$name.pid"; done
 }
@@ -709,7 +716,7 @@ status() {
 
 # --- main -------------------------------------------------------------------------------------------------------------
 
-usage() { sed -n '2,11p' "$CLUSTER_SH" | sed 's/^# \{0,1\}//' >&2; }
+usage() { awk 'NR > 1 && /^# The parts/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$CLUSTER_SH" >&2; }
 
 # One cluster per machine: up, down, load and import run under this lock. flock -o holds it in the flock process and
 # closes it for the command, so the daemons up starts (and podman's API service) never inherit it.

@@ -193,7 +193,7 @@ EOF
 # writes the body to stdout, the status line and headers to stderr.
 probe_get() {
   local code
-  k -n "$1" exec "$2" -- fortio curl -timeout 3s "$3" >"$tmp/probe-body" 2>"$tmp/probe-err" || true
+  timeout 20 "$KUBECTL" -n "$1" exec "$2" -- fortio curl -timeout 3s "$3" >"$tmp/probe-body" 2>"$tmp/probe-err" || true
   code=$(sed -n 's/^HTTP\/1\.[01] \([0-9][0-9][0-9]\).*/\1/p' "$tmp/probe-err" | sed -n 1p)
   echo "${code:-000}"
 }
@@ -203,7 +203,7 @@ probe_get() {
 served() {
   local pod
   for pod in $(kn get pods -l "app=$1" --field-selector=status.phase=Running -o jsonpath='{.items[*].metadata.name}'); do
-    echo "$pod $(k get --raw "/api/v1/namespaces/$NS/pods/$pod:8000/proxy/metrics" \
+    echo "$pod $(k get --request-timeout=10s --raw "/api/v1/namespaces/$NS/pods/$pod:8000/proxy/metrics" \
       | awk -v r="route=\"$2\"" 'index($0, "http_server_requests_total{") == 1 && index($0, r) { s += $NF } END { print s + 0 }')"
   done | sort
 }
@@ -212,7 +212,7 @@ served() {
 data_outcomes() {
   local pod
   for pod in $(kn get pods -l app=recommendation --field-selector=status.phase=Running -o jsonpath='{.items[*].metadata.name}'); do
-    k get --raw "/api/v1/namespaces/$NS/pods/$pod:8000/proxy/metrics"
+    k get --request-timeout=10s --raw "/api/v1/namespaces/$NS/pods/$pod:8000/proxy/metrics"
   done | sed -n 's/^data_calls_total{.*outcome="\([a-z_]*\)".*} \([0-9]*\)$/\1 \2/p' \
     | awk '{ s[$1] += $2 } END { for (o in s) print o, s[o] }' | sort
 }
@@ -536,7 +536,8 @@ probe_pod "$PROBE_NS" outsider
 out=$(rec_get /recommend) && [ "$out" = "$CONTRACT" ] \
   && ok "allowed path under the policies: /recommend (recommendation -> data) -> 200 contract" \
   || not_ok "allowed path under the policies: /recommend -> $out"
-# Three paths the policies deny. A policy engine programs its rules asynchronously: each gets a bounded moment.
+# Three paths the policies deny. A policy engine programs its rules asynchronously (for the new probe pods too): the
+# paths share one bounded moment to become denied.
 denied() {   # denied NS POD URL: true when the probe gets no HTTP answer
   [ "$(probe_get "$1" "$2" "$3")" = 000 ]
 }
@@ -544,9 +545,9 @@ paths=("$PROBE_NS outsider http://recommendation.$NS.svc.cluster.local:8000/reco
   "$PROBE_NS outsider http://data.$NS.svc.cluster.local:8000/data"
   "$NS client http://recommendation.$NS.svc.cluster.local:8000/recommend")
 enforced=0 open=0 evidence=()
+deadline=$((SECONDS + 15))
 for path in "${paths[@]}"; do
   read -r pns pod url <<<"$path"
-  deadline=$((SECONDS + 15))
   until denied "$pns" "$pod" "$url" || [ "$SECONDS" -ge "$deadline" ]; do sleep 1; done
   if denied "$pns" "$pod" "$url"; then
     enforced=$((enforced + 1))

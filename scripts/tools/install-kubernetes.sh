@@ -62,7 +62,7 @@ fi
 export GOWORK=off GOFLAGS="-mod=readonly -buildvcs=false" CGO_ENABLED=0
 export GOTOOLCHAIN="${GOTOOLCHAIN_OVERRIDE:-auto}"
 
-# The release's commit and date, from the module proxy's metadata, for the version stamp.
+# The release's date and, when the module proxy reports it, its commit (Origin.Hash), for the version stamp.
 info="$(cd "$wrapper" && go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION")"
 commit="$(printf '%s\n' "$info" | sed -n 's/^[[:space:]]*"Hash": "\([0-9a-f]*\)".*/\1/p' | head -n1)"
 build_date="$(printf '%s\n' "$info" | sed -n 's/^[[:space:]]*"Time": "\(.*\)",\{0,1\}$/\1/p' | head -n1)"
