@@ -89,6 +89,22 @@ wait_for() {
   done
 }
 
+# wait_healthy NAME SECONDS WHAT CMD...: wait_for, but give up at once, with the end of its log, when the component
+# NAME has exited.
+wait_healthy() {
+  local name=$1 seconds=$2 what=$3 deadline
+  shift 3
+  deadline=$((SECONDS + seconds))
+  until "$@" >/dev/null 2>&1; do
+    if ! alive "$name"; then
+      tail -n 15 "$LOGS/$name.log" >&2
+      die "$name exited (log: $LOGS/$name.log)"
+    fi
+    [ "$SECONDS" -lt "$deadline" ] || die "timed out after ${seconds}s waiting for $what (log: $LOGS/$name.log)"
+    sleep 0.5
+  done
+}
+
 # --- processes ------------------------------------------------------------------------------------------------------
 
 pid_of() { cat "$RUN/$1.pid" 2>/dev/null || true; }
@@ -169,25 +185,24 @@ record_host() {
   mkdir -p "$RUN" "$LOGS"
 }
 
+# restore_host BEFORE: put back what record_host noted (BEFORE is the content of its file; run after the state
+# directory is gone): the kernel settings, and no host path the cluster created.
 restore_host() {
-  [ -f "$DIR/host-before" ] || return 0
-  local key value path
+  local before=$1 kind key value path
   while read -r kind key value; do
     [ "$kind" = sysctl ] || continue
     [ "$(sysctl -n "$key")" = "$value" ] || sysctl -qw "$key=$value"
-  done <"$DIR/host-before"
-  # /var/log/containers: only the kubelet's links to this cluster's pod logs, and the directory if it made it.
+  done <<<"$before"
+  # The kubelet's links to this cluster's pod logs, and libcni's cached results (named after our network).
   find /var/log/containers -maxdepth 1 -type l -lname "$DIR/*" -delete 2>/dev/null || true
+  rm -f /var/lib/cni/results/agent-mesh-* 2>/dev/null || true
   for path in "${HOST_PATHS[@]}"; do
-    grep -qx "existed $path" "$DIR/host-before" && continue
+    grep -qx "existed $path" <<<"$before" && continue
     case $path in
       /run/xtables.lock) rm -f "$path" ;;
       *) if [ -d "$path" ]; then find "$path" -depth -type d -empty -delete 2>/dev/null || true; fi ;;
     esac
   done
-  # libcni caches one result per attachment; ours are named after this cluster's network.
-  rm -f /var/lib/cni/results/agent-mesh-* 2>/dev/null || true
-  grep -qx "existed /var/lib/cni" "$DIR/host-before" || rm -rf /var/lib/cni
 }
 
 # --- network ----------------------------------------------------------------------------------------------------------
@@ -469,7 +484,8 @@ load_agents() {
   for agent in data recommendation; do
     docker save -o "$archive" "agent-mesh/$agent:0.1.0"
     ctr_ images import "$archive" >/dev/null
-    # podman names a local image localhost/<name>; Kubernetes asks for docker.io/<name>.
+    # The archive names the image docker.io/agent-mesh/... (Docker, compose on podman) or localhost/agent-mesh/...
+    # (podman's rule for short names); Kubernetes asks for the docker.io one.
     if ! ctr_ images ls -q | grep -x "docker.io/agent-mesh/$agent:0.1.0" >/dev/null; then
       ctr_ images tag --force "localhost/agent-mesh/$agent:0.1.0" "docker.io/agent-mesh/$agent:0.1.0" >/dev/null
       ctr_ images rm "localhost/agent-mesh/$agent:0.1.0" >/dev/null
@@ -538,7 +554,7 @@ up() {
     --peer-client-cert-auth=true --peer-trusted-ca-file="$pki/etcd/ca.crt" \
     --peer-cert-file="$pki/etcd/peer.crt" --peer-key-file="$pki/etcd/peer.key" \
     --snapshot-count=10000
-  wait_for "$WAIT" "etcd /health" node_exec curl -fsS http://127.0.0.1:2381/health
+  wait_healthy etcd "$WAIT" "etcd /health" node_exec curl -fsS http://127.0.0.1:2381/health
 
   start kube-apiserver "$KBIN/kube-apiserver" --advertise-address="$NODE_IP" --secure-port=6443 \
     --cert-dir="$DIR/apiserver" --allow-privileged=true --authorization-mode=Node,RBAC \
@@ -555,7 +571,7 @@ up() {
     --service-account-issuer="https://kubernetes.default.svc.$DOMAIN" \
     --service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key" \
     --service-cluster-ip-range="$SERVICE_CIDR"
-  wait_for "$WAIT" "kube-apiserver /readyz" curl -fsS --cacert "$pki/ca.crt" "https://$NODE_IP:6443/readyz"
+  wait_healthy kube-apiserver "$WAIT" "kube-apiserver /readyz" curl -fsS --cacert "$pki/ca.crt" "https://$NODE_IP:6443/readyz"
   # As kubeadm init does: admin.conf's group gets cluster-admin, granted with the super-admin (system:masters) one.
   "$KUBECTL" --kubeconfig "$KCONF/super-admin.conf" create clusterrolebinding kubeadm:cluster-admins \
     --clusterrole=cluster-admin --group=kubeadm:cluster-admins --dry-run=client -o yaml \
@@ -574,7 +590,7 @@ up() {
     --authorization-kubeconfig="$KCONF/scheduler.conf"
 
   start containerd containerd --config "$CONF/containerd.toml"
-  wait_for 30 "containerd" ctr --address "$CONTAINERD_SOCK" version
+  wait_healthy containerd 30 "containerd" ctr --address "$CONTAINERD_SOCK" version
   import_recipe pause
 
   ensure_cgroups
@@ -583,7 +599,7 @@ up() {
   start kube-proxy "$KBIN/kube-proxy" --config="$CONF/kube-proxy.yaml"
 
   # The controller-manager gives the node its share of the pod range; the CNI configuration is written with it.
-  wait_for "$WAIT" "node $NODE to get a pod CIDR" node_pod_cidr
+  wait_healthy kubelet "$WAIT" "node $NODE to register and get a pod CIDR" node_pod_cidr
   write_cni_config "$(node_pod_cidr)"
   kubectl_ wait --for=condition=Ready "node/$NODE" --timeout="${WAIT}s" >/dev/null \
     || die "node $NODE is not Ready: see $LOGS/kubelet.log and $LOGS/containerd.log"
@@ -611,8 +627,9 @@ down() {
   as_root
   local started=$SECONDS
   if [ ! -e "$DIR" ]; then
-    log "nothing to remove ($DIR does not exist)"
-    return 0
+    log "no state in $DIR"
+    leftovers
+    return
   fi
   # The kubelet first, so it restarts nothing; then every container, while containerd still runs.
   stop kubelet
@@ -649,11 +666,10 @@ down() {
   for hierarchy in /sys/fs/cgroup/*/"$CGROUP_NAME"; do
     if [ -d "$hierarchy" ]; then find "$hierarchy" -depth -type d -exec rmdir {} + 2>/dev/null || true; fi
   done
-  local parent_existed=1
-  grep -qx "existed $(dirname "$DIR")" "$DIR/host-before" 2>/dev/null || parent_existed=0
-  restore_host
+  local before=""
+  [ -f "$DIR/host-before" ] && before=$(cat "$DIR/host-before")
   rm -rf "$DIR"
-  [ "$parent_existed" = 1 ] || rmdir "$(dirname "$DIR")" 2>/dev/null || true
+  [ -z "$before" ] || restore_host "$before"
   log "down in $((SECONDS - started))s"
   leftovers && return 0
   return 1

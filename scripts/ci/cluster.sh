@@ -9,12 +9,15 @@
 #  1. the tutorial's command, verbatim from the README: both Deployments Available; /recommend through the Service
 #     (from the node, from a pod, through kubectl port-forward) returns exactly the seed contract
 #  2. `kubectl apply -k k8s/`, and every kustomize entry point accepted by the real API server (server-side dry run)
-#     with the upstream Istio and Dapr CRDs installed; a privileged pod in `agents` is rejected by Pod Security
+#     with the upstream Istio and Dapr CRDs installed; a privileged pod in `agents` is rejected by Pod Security and a
+#     VirtualService breaking a CEL rule of its CRD by the API server
 #  3. rolling restart of data, then of recommendation, under load through the Service (wrk from the node): every
 #     request answered 2xx
-#  4. a data pod killed hard: recommendation answers 503 JSON fast, recovers by itself, is never restarted
+#  4. a data pod killed hard, then data scaled to 0 and back: recommendation answers 503 JSON fast, recovers by
+#     itself, is never restarted
 #  5. data scaled to 3: recommendation's calls reach every replica (per-pod counts from /metrics)
 #  6. NetworkPolicy: whether the cluster enforces k8s/networkpolicy.yaml (default deny), proven from probe pods
+# They run in the order 1, 3, 4, 5, 2, 6: the policies `apply -k` brings would cut off the client pod of 1-5.
 #
 # Another cluster needs the images loaded under the names the manifests use (agent-mesh/data:0.1.0,
 # agent-mesh/recommendation:0.1.0) and the probe image (scripts/cluster.sh import fortio prints its name; build it
@@ -24,7 +27,8 @@
 # skipped, never as passed.
 #
 # Environment: KUBECONFIG, CLUSTER_NODE_EXEC, CLUSTER_KUBECTL (default: the kubectl scripts/tools/install-kubernetes.sh
-# builds), CLUSTER_LOAD_SECONDS (load window of each rollout, default 45), AGENT_MESH_CACHE.
+# builds), CLUSTER_PROBE_IMAGE (default localhost/agent-mesh/fortio:1.68.2), CLUSTER_LOAD_SECONDS (load window of
+# each rollout, default 45), AGENT_MESH_CACHE.
 # Last line: "cluster: N passed, M failed, K skipped"; exit 0 only when nothing failed.
 # `[ test ] && ok ... || not_ok ...` is used as if-then-else throughout: ok only echoes and cannot fail.
 # shellcheck disable=SC2015
@@ -141,7 +145,7 @@ if [ -z "${KUBECONFIG:-}" ]; then
   host_snapshot >"$tmp/host-before"
   t=$SECONDS
   eval "$(scripts/cluster.sh up)"
-  note "cluster up $((SECONDS - t)) s (warm: no Go build, image archives cached)"
+  note "cluster up $((SECONDS - t)) s"
   node=(scripts/cluster.sh exec)
   t=$SECONDS
   PROBE_IMAGE=$(scripts/cluster.sh import fortio | tail -n1)
@@ -163,7 +167,8 @@ node_get() {
   "${node[@]}" curl -sS -m 5 "$@" "http://$rec_ip:8000$path"
 }
 
-# probe pods: Fortio as an HTTP client inside the cluster (namespace NAME LABEL)
+# probe_pod NS NAME: a Fortio pod NAME (label app=NAME) in NS, an HTTP client inside the cluster that meets the
+# restricted Pod Security profile; returns when it is Ready.
 probe_pod() {
   local ns=$1 name=$2
   k -n "$ns" apply -f - >/dev/null <<EOF
