@@ -188,14 +188,17 @@ record_host() {
 # restore_host BEFORE: put back what record_host noted (BEFORE is the content of its file; run after the state
 # directory is gone): the kernel settings, and no host path the cluster created.
 restore_host() {
-  local before=$1 kind key value path
+  local before=$1 kind key value path file
   while read -r kind key value; do
     [ "$kind" = sysctl ] || continue
     [ "$(sysctl -n "$key")" = "$value" ] || sysctl -qw "$key=$value"
   done <<<"$before"
-  # The kubelet's links to this cluster's pod logs, and libcni's cached results (named after our network).
+  # The kubelet's links to this cluster's pod logs, and libcni's cached results of this cluster's pods (pod network
+  # and loopback; each names its network namespace, which lived under $DIR).
   find /var/log/containers -maxdepth 1 -type l -lname "$DIR/*" -delete 2>/dev/null || true
-  rm -f /var/lib/cni/results/agent-mesh-* 2>/dev/null || true
+  for file in /var/lib/cni/results/*; do
+    if [ -f "$file" ] && grep -qF "$DIR/" "$file"; then rm -f "$file"; fi
+  done
   for path in "${HOST_PATHS[@]}"; do
     grep -qx "existed $path" <<<"$before" && continue
     case $path in
