@@ -318,7 +318,7 @@ else
     # The rollout reports success once the new pods are available; the old ones still drain (SHUTDOWN_DELAY,
     # DRAIN_TIMEOUT) and must be gone while the load still runs.
     # shellcheck disable=SC2086
-    kn wait --for=delete $old_pods --timeout=60s >/dev/null 2>&1 || true
+    kn wait --for=delete $old_pods --timeout=60s >/dev/null 2>&1 || not_ok "old $deployment pods still there 60 s after the rollout"
     drained=$(now)
     wait "$load_pid" || true
     unset 'background[-1]'
