@@ -5,24 +5,49 @@
 //!
 //! Shutdown sequence once `shutdown` completes:
 //! 1. readiness flips to 503 and requests are still served normally for `shutdown_delay`, so load balancers notice
-//!    before anything is refused;
-//! 2. the drain: open connections finish their in-flight request and close, for at most `drain_timeout`. The
-//!    listener stays open meanwhile, and new connections get a draining answer (`/readyz` 503, `/healthz` 200,
-//!    anything else 503 with `Connection: close`) instead of a refused connection;
+//!    before anything is refused. Clients are asked to move meanwhile: every HTTP/1 answer carries
+//!    `Connection: close` and every HTTP/2 connection gets a GOAWAY, so each client's next request goes out on a new
+//!    connection, which a load balancer sends to another endpoint. Nothing is closed under a request in this phase;
+//! 2. the drain: open connections finish their in-flight request and close, for at most `drain_timeout`. By now the
+//!    connections of busy clients were closed cleanly during the delay; an idle HTTP/1 connection is closed at once
+//!    (HTTP/1 has no way to announce that, which is why the delay matters). The listener stays open meanwhile, and
+//!    new connections get a draining answer (`/readyz` 503, `/healthz` 200, anything else 503 with
+//!    `Connection: close`) instead of a refused connection;
 //! 3. the listener closes and the outcome says whether the drain finished in time.
+//!
+//! Each connection is served by its own task, which watches the server's [`Phase`] and decides when to ask hyper
+//! for a graceful close (hyper-util's `GracefulShutdown` can only close every connection at once, whatever its
+//! protocol, which is what step 1 must not do).
 
-use std::{future::Future, io, net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    io,
+    net::SocketAddr,
+    process::ExitCode,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
-use axum::{Router, body::Body, extract::Request, http::StatusCode, response::IntoResponse};
+use axum::{
+    Router,
+    body::Body,
+    extract::Request,
+    http::{HeaderValue, StatusCode, Version, header::CONNECTION},
+    response::IntoResponse,
+};
 use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::{conn::auto, graceful::GracefulShutdown},
+    server::conn::auto,
     service::TowerToHyperService,
 };
 use tokio::{
     net::{TcpListener, TcpStream},
-    sync::Notify,
+    sync::{Notify, watch},
+    time::Instant,
 };
 use tower::ServiceExt;
 
@@ -30,6 +55,22 @@ use crate::{config::ServerArgs, errors::json_error, health::Health};
 
 /// Interval of HTTP/2 pings on idle connections; a peer that stops answering them is disconnected.
 const HTTP2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
+
+/// During the drain, how long a connection that has not sent its first request yet may still send it. A client
+/// sends its request right after connecting, so anything older is a pre-opened or silent connection; waiting for
+/// it the full header read timeout would let one silent client hold every drain to its deadline.
+const DRAIN_FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
+
+/// Where the serve loop is; every connection task watches it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Normal service.
+    Serving,
+    /// The shutdown delay: requests are served, and clients are asked to take their next ones elsewhere.
+    Closing,
+    /// The drain: connections finish what they have in flight and close.
+    Draining,
+}
 
 /// Timing of the serve loop and its shutdown.
 #[derive(Debug, Clone, Copy)]
@@ -86,31 +127,29 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<DrainOutcome> {
     let connections = Connections::new(options);
+    let (phase, _) = watch::channel(Phase::Serving);
 
-    connections.accept_until(&listener, &app, Some(&connections.graceful), shutdown).await;
+    connections.accept_until(&listener, &app, &phase, shutdown).await;
     health.start_draining();
+    phase.send_replace(Phase::Closing);
     tracing::info!(delay_ms = options.shutdown_delay.as_millis() as u64, "readiness now failing; draining soon");
     // Skipped without a delay: a zero sleep is not ready on its first poll (tokio fires it on the next timer
     // tick), so a connection waiting in the backlog would be accepted here as a normal one and then closed by
     // the drain before its request is read (the client sees a reset instead of the draining answer).
     if !options.shutdown_delay.is_zero() {
-        connections
-            .accept_until(&listener, &app, Some(&connections.graceful), tokio::time::sleep(options.shutdown_delay))
-            .await;
+        connections.accept_until(&listener, &app, &phase, tokio::time::sleep(options.shutdown_delay)).await;
     }
 
     tracing::info!(
         timeout_ms = options.drain_timeout.as_millis() as u64,
-        open_connections = connections.graceful.count(),
+        open_connections = phase.receiver_count(),
         "draining in-flight requests"
     );
-    let draining_app = draining_router(health);
-    let Connections { builder, graceful, header_read_timeout } = connections;
-    let late_arrivals =
-        Connections { builder: builder.clone(), graceful: GracefulShutdown::new(), header_read_timeout };
-    let drained = tokio::time::timeout(options.drain_timeout, graceful.shutdown());
-    // Connections arriving during the drain are not watched: each gets one draining answer and is closed.
-    let outcome = late_arrivals.accept_until(&listener, &draining_app, None, drained).await;
+    phase.send_replace(Phase::Draining);
+    let drained = tokio::time::timeout(options.drain_timeout, phase.closed());
+    // Connections arriving during the drain are not waited for: each gets one draining answer and is closed.
+    let (late_arrivals, _) = watch::channel(Phase::Draining);
+    let outcome = connections.accept_until(&listener, &draining_router(health), &late_arrivals, drained).await;
     drop(listener);
 
     match outcome {
@@ -127,18 +166,14 @@ pub async fn serve(
 
 /// What a connection that arrives during the drain is served: truthful probes, and 503 for everything else.
 fn draining_router(health: Health) -> Router {
+    // The connection task adds `Connection: close` to every answer given while draining.
     crate::health::routes(health).fallback(|| async {
-        let mut response =
-            json_error(StatusCode::SERVICE_UNAVAILABLE, "The service is shutting down; retry elsewhere.")
-                .into_response();
-        response.headers_mut().insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
-        response
+        json_error(StatusCode::SERVICE_UNAVAILABLE, "The service is shutting down; retry elsewhere.").into_response()
     })
 }
 
 struct Connections {
     builder: auto::Builder<TokioExecutor>,
-    graceful: GracefulShutdown,
     header_read_timeout: Duration,
 }
 
@@ -151,15 +186,16 @@ impl Connections {
             .timer(TokioTimer::new())
             .keep_alive_interval(HTTP2_KEEP_ALIVE_INTERVAL)
             .keep_alive_timeout(options.header_read_timeout);
-        Self { builder, graceful: GracefulShutdown::new(), header_read_timeout: options.header_read_timeout }
+        Self { builder, header_read_timeout: options.header_read_timeout }
     }
 
-    /// Accepts and serves connections until `until` completes, returning its output.
+    /// Accepts and serves connections until `until` completes, returning its output. Each connection watches
+    /// `phase` (and holds it open: the drain waits for every watcher to be gone).
     async fn accept_until<T>(
         &self,
         listener: &TcpListener,
         app: &Router,
-        watch: Option<&GracefulShutdown>,
+        phase: &watch::Sender<Phase>,
         until: impl Future<Output = T>,
     ) -> T {
         tokio::pin!(until);
@@ -178,48 +214,101 @@ impl Connections {
                     }
                 },
             };
-            self.spawn_connection(stream, app.clone(), watch);
+            self.spawn_connection(stream, app.clone(), phase.subscribe());
         }
     }
 
-    fn spawn_connection(&self, stream: TcpStream, app: Router, watch: Option<&GracefulShutdown>) {
+    fn spawn_connection(&self, stream: TcpStream, app: Router, mut phase: watch::Receiver<Phase>) {
         // Small JSON answers: Nagle's algorithm plus delayed ACKs would add tens of milliseconds per request.
         if let Err(err) = stream.set_nodelay(true) {
             tracing::debug!(error = %err, "cannot set TCP_NODELAY");
         }
-        // hyper's header read timeout starts only once the connection is known to speak HTTP/1: a client that sends
-        // nothing, or a slow HTTP/2 preface, would hold the connection forever. So the first request must arrive
-        // within the same bound, or the connection is dropped.
-        let first_request_timeout = self.header_read_timeout;
-        let first_request = Arc::new(Notify::new());
-        let request_seen = first_request.clone();
-        let service = TowerToHyperService::new(app.map_request(move |req: Request<Incoming>| {
-            request_seen.notify_one();
-            req.map(Body::new)
-        }));
-        let connection = self.builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-        let watcher = watch.map(GracefulShutdown::watcher);
-        tokio::spawn(async move {
-            let connection = async move {
-                match watcher {
-                    Some(watcher) => watcher.watch(connection).await,
-                    None => connection.await,
+        let state = Arc::new(ConnectionState::default());
+        let (seen, answering) = (state.clone(), state.clone());
+        let closing = phase.clone();
+        let service = app
+            .map_request(move |req: Request<Incoming>| {
+                seen.request_arrived(req.version());
+                req.map(Body::new)
+            })
+            .map_future(move |response| {
+                let (closing, state) = (closing.clone(), answering.clone());
+                async move {
+                    let mut response = response.await?;
+                    // HTTP/1 cannot announce a close ahead of time; an answer saying so is the clean way out. (The
+                    // header is not allowed in HTTP/2, whose connections are sent a GOAWAY instead.)
+                    if *closing.borrow() != Phase::Serving && !state.http2.load(Ordering::Relaxed) {
+                        response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+                    }
+                    Ok::<_, std::convert::Infallible>(response)
                 }
-            };
+            });
+        let connection = self
+            .builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
+            .into_owned();
+        let header_read_timeout = self.header_read_timeout;
+        tokio::spawn(async move {
             tokio::pin!(connection);
-            let ended = tokio::select! {
-                ended = &mut connection => ended,
-                first = tokio::time::timeout(first_request_timeout, first_request.notified()) => match first {
-                    Ok(()) => connection.await,
-                    Err(_) => {
+            let accepted = Instant::now();
+            let mut close_requested = false;
+            let mut watching = true;
+            loop {
+                let now = *phase.borrow_and_update();
+                let first_request_seen = state.first_request_seen.load(Ordering::Acquire);
+                let close_now = match now {
+                    Phase::Serving => false,
+                    Phase::Closing => state.http2.load(Ordering::Relaxed),
+                    Phase::Draining => first_request_seen,
+                };
+                if close_now && !close_requested {
+                    // HTTP/2: a GOAWAY, streams already open are still served. HTTP/1: closes when idle, or after
+                    // the request in progress.
+                    connection.as_mut().graceful_shutdown();
+                    close_requested = true;
+                }
+                // hyper's header read timeout starts only once the connection is known to speak HTTP/1: a client
+                // that sends nothing, or a slow HTTP/2 preface, would hold the connection forever. So the first
+                // request must arrive within the same bound (shorter while draining), or the connection is dropped.
+                let first_request_bound = match now {
+                    Phase::Draining => header_read_timeout.min(DRAIN_FIRST_REQUEST_GRACE),
+                    _ => header_read_timeout,
+                };
+                let first_request_due = accepted + first_request_bound;
+                tokio::select! {
+                    ended = connection.as_mut() => {
+                        if let Err(err) = ended {
+                            tracing::debug!(error = %err, "connection ended with an error");
+                        }
+                        return;
+                    }
+                    changed = phase.changed(), if watching => watching = changed.is_ok(),
+                    () = state.first_request.notified(), if !first_request_seen => {}
+                    () = tokio::time::sleep_until(first_request_due), if !first_request_seen => {
                         tracing::debug!("no request within the header read timeout; closing the connection");
                         return;
                     }
-                },
-            };
-            if let Err(err) = ended {
-                tracing::debug!(error = %err, "connection ended with an error");
+                }
             }
         });
+    }
+}
+
+/// What a connection task learns from the requests on its connection.
+#[derive(Debug, Default)]
+struct ConnectionState {
+    first_request_seen: AtomicBool,
+    first_request: Notify,
+    /// Whether the connection speaks HTTP/2; known from its first request (hyper-util's auto builder does not tell).
+    http2: AtomicBool,
+}
+
+impl ConnectionState {
+    fn request_arrived(&self, version: Version) {
+        if !self.first_request_seen.load(Ordering::Relaxed) {
+            self.http2.store(version == Version::HTTP_2, Ordering::Relaxed);
+            self.first_request_seen.store(true, Ordering::Release);
+            self.first_request.notify_one();
+        }
     }
 }

@@ -11,7 +11,7 @@ use std::{
     path::PathBuf,
     process::{Child, ChildStdout, Command, Stdio},
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
         mpsc,
     },
@@ -109,7 +109,12 @@ pub async fn spawn_data() -> RunningAgent {
 /// Serves a data agent with fault injection on a fresh loopback port; the returned handle counts the `GET /data`
 /// requests it saw.
 pub async fn spawn_faulty_data(faults: data::config::FaultArgs) -> (RunningAgent, Arc<data::Faults>) {
-    let config = data::Config { faults, ..data::Config::for_tests() };
+    spawn_counted_data(data::Config { faults, ..data::Config::for_tests() }).await
+}
+
+/// Serves a data agent with `config` on a fresh loopback port; the returned handle counts the `GET /data` requests
+/// it saw.
+pub async fn spawn_counted_data(config: data::Config) -> (RunningAgent, Arc<data::Faults>) {
     let state = data::AppState::new(&config);
     let seen = state.faults().clone();
     let health = state.health().clone();
@@ -161,6 +166,72 @@ impl StandIn {
 }
 
 impl Drop for StandIn {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A TCP load balancer in front of agent replicas, as kube-proxy is in front of a Service's endpoints: each new
+/// connection goes to the next endpoint in the current set (round robin), and established connections stay with
+/// the endpoint they were sent to when it is removed from the set. Serves until dropped.
+pub struct Balancer {
+    /// Where clients connect.
+    pub addr: SocketAddr,
+    endpoints: Arc<Mutex<Vec<SocketAddr>>>,
+    task: JoinHandle<()>,
+}
+
+impl Balancer {
+    /// Balances over `endpoints` on a fresh loopback port.
+    pub async fn spawn(endpoints: &[SocketAddr]) -> Self {
+        let listener = bind(None).await;
+        let addr = listener.local_addr().expect("bound listener has an address");
+        let endpoints = Arc::new(Mutex::new(endpoints.to_vec()));
+        let current = endpoints.clone();
+        let task = tokio::spawn(async move {
+            let mut next = 0usize;
+            while let Ok((mut client, _)) = listener.accept().await {
+                let endpoint = {
+                    let current = current.lock().expect("endpoint list");
+                    next = next.wrapping_add(1);
+                    current.get(next % current.len().max(1)).copied()
+                };
+                tokio::spawn(async move {
+                    let Some(endpoint) = endpoint else { return };
+                    // A refused connect closes the client's connection, as an unreachable endpoint does.
+                    if let Ok(mut upstream) = tokio::net::TcpStream::connect(endpoint).await {
+                        let _ = upstream.set_nodelay(true);
+                        let _ = client.set_nodelay(true);
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                    }
+                });
+            }
+        });
+        Self { addr, endpoints, task }
+    }
+
+    /// `http://addr` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Base URL, for pointing an agent here.
+    pub fn base_url(&self) -> Url {
+        Url::parse(&self.url("/")).expect("loopback URL")
+    }
+
+    /// Takes `endpoint` out of the set (new connections no longer go there; established ones stay).
+    pub fn remove(&self, endpoint: SocketAddr) {
+        self.endpoints.lock().expect("endpoint list").retain(|e| *e != endpoint);
+    }
+
+    /// Adds `endpoint` to the set.
+    pub fn add(&self, endpoint: SocketAddr) {
+        self.endpoints.lock().expect("endpoint list").push(endpoint);
+    }
+}
+
+impl Drop for Balancer {
     fn drop(&mut self) {
         self.task.abort();
     }
