@@ -21,6 +21,7 @@ use shared::{
     health::Health,
     limits::Limits,
     propagation::TraceHeaders,
+    request_body::BodyRejection,
     server::{DrainOutcome, ServeOptions},
     validation::ValidationErrorBody,
 };
@@ -147,14 +148,19 @@ pub struct UpdateBody {
             body = UpdateBody),
         (status = 401, description = "APP_API_TOKEN is set and the call has no dapr-api-token",
             body = shared::errors::ErrorBody),
+        (status = 400, description = "The body broke off or its framing is malformed",
+            body = shared::errors::ErrorBody),
         (status = 403, description = "The dapr-api-token is wrong", body = shared::errors::ErrorBody),
+        (status = 408, description = "The body did not arrive within BODY_READ_TIMEOUT",
+            body = shared::errors::ErrorBody),
+        (status = 413, description = "The body is larger than MAX_BODY_BYTES", body = shared::errors::ErrorBody),
         (status = 422, description = "The body is missing, not JSON, or invalid", body = ValidationErrorBody),
     ))]
 pub async fn put_data(
     State(state): State<AppState>,
     trace: TraceHeaders,
-    body: Result<JsonBody, ValidationErrorBody>,
-) -> Result<Json<UpdateBody>, ValidationErrorBody> {
+    body: Result<JsonBody, BodyRejection>,
+) -> Result<Json<UpdateBody>, BodyRejection> {
     let update = DataUpdate::from_body(&body?.0)?;
     let snapshot = state.store.replace(update.processed_data);
     tracing::info!(version = snapshot.version, "data replaced");

@@ -24,6 +24,7 @@ use shared::{
     body::{Fields, JsonBody},
     dapr::{Sidecar, SidecarError, StateItem},
     errors::json_error,
+    request_body::BodyRejection,
     validation::{ValidationErrorBody, ValidationIssue},
 };
 use utoipa::ToSchema;
@@ -359,6 +360,8 @@ fn if_match(headers: &HeaderMap) -> Option<String> {
 pub enum UserError {
     /// 422.
     Validation(ValidationErrorBody),
+    /// 400, 408 or 413: the body could not be read.
+    Body(BodyRejection),
     /// 404: nothing stored.
     NotFound,
     /// 412 / 503.
@@ -381,6 +384,7 @@ impl IntoResponse for UserError {
     fn into_response(self) -> Response {
         match self {
             Self::Validation(body) => body.into_response(),
+            Self::Body(rejection) => rejection.into_response(),
             Self::NotFound => json_error(StatusCode::NOT_FOUND, "No preferences stored for this user"),
             Self::State(err) => err.into_response(),
         }
@@ -413,7 +417,12 @@ pub async fn get_preferences(
     ),
     responses(
         (status = 200, description = "Stored; the ETag header names the new version", body = Preferences),
+        (status = 400, description = "The body broke off or its framing is malformed",
+            body = shared::errors::ErrorBody),
+        (status = 408, description = "The body did not arrive within BODY_READ_TIMEOUT",
+            body = shared::errors::ErrorBody),
         (status = 412, description = "If-Match names an old version", body = shared::errors::ErrorBody),
+        (status = 413, description = "The body is larger than MAX_BODY_BYTES", body = shared::errors::ErrorBody),
         (status = 422, description = "Invalid user id or body", body = ValidationErrorBody),
         (status = 503, description = "The state store is unavailable or too contended",
             body = shared::errors::ErrorBody),
@@ -422,8 +431,14 @@ pub async fn put_preferences(
     State(state): State<AppState>,
     Path(user_id): Path<String>,
     headers: HeaderMap,
-    body: Result<JsonBody, ValidationErrorBody>,
+    body: Result<JsonBody, BodyRejection>,
 ) -> Result<(HeaderMap, Json<Preferences>), UserError> {
+    // As in FastAPI, a body that cannot be read at all is answered before any validation.
+    let body = match body {
+        Ok(body) => Ok(body),
+        Err(BodyRejection::Invalid(issues)) => Err(issues),
+        Err(unreadable) => return Err(UserError::Body(unreadable)),
+    };
     let user = check_user_id(&user_id, "path", "user_id");
     let preferences = body.and_then(|body| Preferences::from_body(&body.0));
     // FastAPI reports path and body problems together, path first.

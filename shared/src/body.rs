@@ -4,18 +4,19 @@
 //! a missing body is `missing` at `["body"]`, undecodable JSON is `json_invalid` at `["body", <position>]`, a body
 //! that is not an object is `model_attributes_type`, and each bad field is reported at `["body", <field>, ...]`.
 //! [`JsonBody`] decodes the body that way and [`Fields`] checks an object field by field, collecting every issue.
+//! A body that cannot be read at all (too large, too slow, broken off) is rejected before any of this, see
+//! [`crate::request_body`].
 
 use axum::{
-    body::Bytes,
     extract::{FromRequest, Request},
     http::header::CONTENT_TYPE,
 };
 use serde_json::{Map, Value, json};
 
-use crate::validation::{ValidationErrorBody, ValidationIssue};
-
-/// Largest body accepted (the agents' bodies are a few hundred bytes).
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+use crate::{
+    request_body::{BodyBytes, BodyRejection},
+    validation::{ValidationErrorBody, ValidationIssue},
+};
 
 /// A request body decoded as JSON the way FastAPI does it (see the module docs).
 #[derive(Debug, Clone)]
@@ -40,29 +41,13 @@ fn reject(issue: ValidationIssue) -> ValidationErrorBody {
 }
 
 impl<S: Send + Sync> FromRequest<S> for JsonBody {
-    type Rejection = ValidationErrorBody;
+    type Rejection = BodyRejection;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let content_type = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let missing = || reject(issue("missing", vec![json!("body")], "Field required", Value::Null, None));
-        let bytes = Bytes::from_request(req, state).await.map_err(|_| {
-            reject(issue(
-                "too_long",
-                vec![json!("body")],
-                format!("Body should have at most {MAX_BODY_BYTES} bytes"),
-                Value::Null,
-                None,
-            ))
-        })?;
-        if bytes.len() > MAX_BODY_BYTES {
-            return Err(reject(issue(
-                "too_long",
-                vec![json!("body")],
-                format!("Body should have at most {MAX_BODY_BYTES} bytes"),
-                Value::Null,
-                None,
-            )));
-        }
+        let missing =
+            || BodyRejection::from(reject(issue("missing", vec![json!("body")], "Field required", Value::Null, None)));
+        let BodyBytes(bytes) = BodyBytes::from_request(req, state).await?;
         if bytes.is_empty() {
             return Err(missing());
         }
@@ -87,7 +72,8 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
                     "JSON decode error",
                     json!({}),
                     Some(json!({"error": message})),
-                )))
+                ))
+                .into())
             }
         }
     }
@@ -320,10 +306,10 @@ mod tests {
         if let Some(ct) = content_type {
             req = req.header(CONTENT_TYPE, ct);
         }
-        JsonBody::from_request(req.body(Body::from(body)).unwrap(), &())
-            .await
-            .map(|b| b.0)
-            .map_err(|e| serde_json::to_value(e).unwrap())
+        JsonBody::from_request(req.body(Body::from(body)).unwrap(), &()).await.map(|b| b.0).map_err(|e| match e {
+            BodyRejection::Invalid(body) => serde_json::to_value(body).unwrap(),
+            other => panic!("not a validation error: {other:?}"),
+        })
     }
 
     // Expected bodies below were produced by FastAPI 0.115.0 / pydantic 2.14.4 for the same requests.

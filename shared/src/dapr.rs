@@ -402,7 +402,10 @@ mod tests {
         let router = Router::new().route("/data", get(|| async { "data" })).route("/healthz", get(|| async { "ok" }));
         crate::middleware::apply(
             require_app_token(router, token),
-            crate::limits::Limits { max_in_flight: 8, max_body_bytes: 1024 },
+            crate::limits::Limits {
+                max_in_flight: 8,
+                body: crate::request_body::BodyLimits { max_bytes: 1024, read_timeout: Duration::from_secs(5) },
+            },
         )
     }
 

@@ -16,6 +16,7 @@ pub mod limits;
 pub mod metrics;
 pub mod middleware;
 pub mod propagation;
+pub mod request_body;
 pub mod runtime;
 pub mod server;
 pub mod shutdown;

@@ -42,6 +42,7 @@ fn a_bad_setting_exits_2_with_one_line_naming_it() {
         ("data", "FAULT_STATUS", "200"),
         ("data", "FAULT_BODY", "mangled"),
         ("recommendation", "MAX_BODY_BYTES", "-1"),
+        ("data", "BODY_READ_TIMEOUT", "0s"),
         ("recommendation", "DATA_RETRIES", "many"),
         ("recommendation", "DATA_RETRY_STATUSES", "503,200"),
         ("recommendation", "DATA_RETRY_BACKOFF_MAX", "1ms"),
@@ -71,6 +72,7 @@ fn help_documents_every_setting_with_its_environment_variable() {
         "SHUTDOWN_DELAY",
         "DRAIN_TIMEOUT",
         "HEADER_READ_TIMEOUT",
+        "BODY_READ_TIMEOUT",
         "MAX_IN_FLIGHT",
         "MAX_BODY_BYTES",
     ];

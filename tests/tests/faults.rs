@@ -335,10 +335,81 @@ async fn a_declared_body_over_max_body_bytes_is_413_json_on_both_agents() {
     for url in [data.url("/data"), reco.url("/recommend")] {
         let response = client().get(&url).body(vec![b'x'; 1025]).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE, "{url}");
-        assert_eq!(response.json::<Value>().await.unwrap(), json!({"detail": "Request body too large"}));
+        assert_eq!(
+            response.json::<Value>().await.unwrap(),
+            json!({"detail": "Request body too large: the limit is 1024 bytes"})
+        );
         let fits = client().get(&url).body(vec![b'x'; 1024]).send().await.unwrap();
         assert_eq!(fits.status(), StatusCode::OK, "{url}: a body within the limit is fine");
     }
+}
+
+/// Sends a request head declaring a 1000-byte body, then 18 bytes of it, then nothing; returns the connection.
+async fn stalled_put(addr: std::net::SocketAddr, path: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let head =
+        format!("PUT {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(br#"{"processed_data":"#).await.unwrap();
+    stream
+}
+
+/// Reads what the server answers on `stream` until it closes the connection (bounded).
+async fn answer_on(mut stream: TcpStream) -> String {
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer))
+        .await
+        .expect("the connection is closed after the answer")
+        .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_bodies_hold_their_slots_only_until_the_body_read_timeout() {
+    let mut config = data::Config::for_tests();
+    config.server.max_in_flight = 8;
+    config.server.body_read_timeout = ms(500);
+    let (data, seen) = agent_tests::spawn_counted_data(config).await;
+    let mut stalled = Vec::new();
+    for _ in 0..8 {
+        stalled.push(stalled_put(data.addr, "/data").await);
+    }
+    let started = Instant::now();
+    wait_until_shed(&data.url("/data"), ms(400)).await;
+    for stream in stalled {
+        let answer = answer_on(stream).await;
+        assert!(answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{answer}");
+        assert!(answer.ends_with(r#"{"detail":"Request body not received within 500ms"}"#), "{answer}");
+    }
+    assert!(started.elapsed() < ms(1500), "released after {:?}", started.elapsed());
+    let served = get(&data.url("/data")).await;
+    assert_eq!(served.status, StatusCode::OK, "slots are free again: {}", served.body);
+    assert!(seen.requests_seen() >= 1);
+}
+
+/// Polls `url` until it is shed (every slot taken), for at most `bound`.
+async fn wait_until_shed(url: &str, bound: Duration) {
+    let started = Instant::now();
+    while get(url).await.status != StatusCode::SERVICE_UNAVAILABLE {
+        assert!(started.elapsed() < bound, "{url} was never shed: the stalled uploads do not hold their slots");
+    }
+}
+
+#[tokio::test]
+async fn a_stalled_upload_does_not_hold_the_drain_to_its_deadline() {
+    let mut config = data::Config::for_tests();
+    config.server.max_in_flight = 1;
+    config.server.body_read_timeout = ms(300);
+    config.server.drain_timeout = Duration::from_secs(5);
+    let (mut data, _) = agent_tests::spawn_counted_data(config).await;
+    let answered = tokio::spawn(answer_on(stalled_put(data.addr, "/data").await));
+    wait_until_shed(&data.url("/data"), ms(250)).await;
+
+    let started = Instant::now();
+    data.begin_shutdown();
+    assert_eq!(data.finished().await, shared::server::DrainOutcome::Complete);
+    assert!(started.elapsed() < Duration::from_secs(2), "drain took {:?}", started.elapsed());
+    assert!(answered.await.unwrap().starts_with("HTTP/1.1 408"));
 }
 
 #[tokio::test]
