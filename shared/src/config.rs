@@ -37,7 +37,8 @@ pub struct ServerArgs {
     pub drain_timeout: Duration,
 
     /// How long a client may take to send the request line and headers before the connection is closed
-    /// (protects against slow-header clients holding connections open).
+    /// (protects against slow-header clients holding connections open); also how long a keep-alive connection
+    /// may stay idle (HTTP/2: no request in flight) before it is closed.
     #[arg(long, env = "HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
     pub header_read_timeout: Duration,
 

@@ -26,7 +26,7 @@ use std::{
     process::ExitCode,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -223,7 +223,7 @@ impl Connections {
         if let Err(err) = stream.set_nodelay(true) {
             tracing::debug!(error = %err, "cannot set TCP_NODELAY");
         }
-        let state = Arc::new(ConnectionState::default());
+        let state = Arc::new(ConnectionState::new());
         let (seen, answering) = (state.clone(), state.clone());
         let closing = phase.clone();
         let service = app
@@ -233,8 +233,10 @@ impl Connections {
             })
             .map_future(move |response| {
                 let (closing, state) = (closing.clone(), answering.clone());
+                let in_flight = InFlight::start(state.clone());
                 async move {
                     let mut response = response.await?;
+                    drop(in_flight);
                     // HTTP/1 cannot announce a close ahead of time; an answer saying so is the clean way out. (The
                     // header is not allowed in HTTP/2, whose connections are sent a GOAWAY instead.)
                     if *closing.borrow() != Phase::Serving && !state.http2.load(Ordering::Relaxed) {
@@ -250,7 +252,7 @@ impl Connections {
         let header_read_timeout = self.header_read_timeout;
         tokio::spawn(async move {
             tokio::pin!(connection);
-            let accepted = Instant::now();
+            let accepted = state.opened;
             let mut close_requested = false;
             let mut watching = true;
             loop {
@@ -275,6 +277,10 @@ impl Connections {
                     _ => header_read_timeout,
                 };
                 let first_request_due = accepted + first_request_bound;
+                // hyper closes an idle HTTP/1 connection when its header read timeout runs out, but has no idle
+                // bound for HTTP/2, whose pings a live client always answers: the same bound applies here.
+                let idle_check = (state.http2.load(Ordering::Relaxed) && !close_requested)
+                    .then(|| state.idle_deadline(header_read_timeout));
                 tokio::select! {
                     ended = connection.as_mut() => {
                         if let Err(err) = ended {
@@ -288,6 +294,13 @@ impl Connections {
                         tracing::debug!("no request within the header read timeout; closing the connection");
                         return;
                     }
+                    () = tokio::time::sleep_until(idle_check.unwrap_or(first_request_due)), if idle_check.is_some() => {
+                        if state.idle_deadline(header_read_timeout) <= Instant::now() {
+                            tracing::debug!("HTTP/2 connection idle for the header read timeout; sending GOAWAY");
+                            connection.as_mut().graceful_shutdown();
+                            close_requested = true;
+                        }
+                    }
                 }
             }
         });
@@ -295,15 +308,65 @@ impl Connections {
 }
 
 /// What a connection task learns from the requests on its connection.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct ConnectionState {
+    opened: Instant,
     first_request_seen: AtomicBool,
     first_request: Notify,
     /// Whether the connection speaks HTTP/2; known from its first request (hyper-util's auto builder does not tell).
     http2: AtomicBool,
+    /// Requests being answered right now.
+    in_flight: AtomicUsize,
+    /// When a request last started or was answered, in milliseconds since `opened`. Kept as a number the requests
+    /// update with one store, so that idleness costs them no wake-up of the connection task: the task only reads
+    /// it when its idle timer fires.
+    last_activity_ms: AtomicU64,
+}
+
+/// Counts a request as in flight on its connection until dropped (answered, or abandoned by the client).
+struct InFlight(Arc<ConnectionState>);
+
+impl InFlight {
+    fn start(state: Arc<ConnectionState>) -> Self {
+        state.in_flight.fetch_add(1, Ordering::Relaxed);
+        state.touch();
+        Self(state)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.touch();
+        // Release: whoever sees the count drop also sees the activity time written before it.
+        self.0.in_flight.fetch_sub(1, Ordering::Release);
+    }
 }
 
 impl ConnectionState {
+    fn new() -> Self {
+        Self {
+            opened: Instant::now(),
+            first_request_seen: AtomicBool::new(false),
+            first_request: Notify::new(),
+            http2: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            last_activity_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let since_open = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_activity_ms.store(since_open, Ordering::Relaxed);
+    }
+
+    /// When the connection will have been idle (no request in flight) for `bound`, as far as is known now.
+    fn idle_deadline(&self, bound: Duration) -> Instant {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return Instant::now() + bound;
+        }
+        self.opened + Duration::from_millis(self.last_activity_ms.load(Ordering::Relaxed)) + bound
+    }
+
     fn request_arrived(&self, version: Version) {
         if !self.first_request_seen.load(Ordering::Relaxed) {
             self.http2.store(version == Version::HTTP_2, Ordering::Relaxed);

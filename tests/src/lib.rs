@@ -305,6 +305,40 @@ impl Drop for RawUpstream {
     }
 }
 
+/// An HTTP/2 connection (prior knowledge) to `addr`, driven in the background. The receiver yields when the
+/// connection has ended, i.e. when the server closed it.
+pub async fn h2_connection(
+    addr: SocketAddr,
+) -> (hyper::client::conn::http2::SendRequest<http_body_util::Empty<hyper::body::Bytes>>, oneshot::Receiver<()>) {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("HTTP/2 handshake");
+    let (ended_tx, ended) = oneshot::channel();
+    tokio::spawn(async move {
+        let _ = connection.await;
+        let _ = ended_tx.send(());
+    });
+    (sender, ended)
+}
+
+/// Sends `GET path` on an HTTP/2 connection made by [`h2_connection`] and reads the whole answer.
+pub async fn h2_get(
+    sender: &mut hyper::client::conn::http2::SendRequest<http_body_util::Empty<hyper::body::Bytes>>,
+    addr: SocketAddr,
+    path: &str,
+) -> Result<(hyper::StatusCode, hyper::body::Bytes), hyper::Error> {
+    use http_body_util::BodyExt;
+    let request =
+        hyper::Request::get(format!("http://{addr}{path}")).body(http_body_util::Empty::new()).expect("request");
+    let response = sender.send_request(request).await?;
+    let status = response.status();
+    Ok((status, response.into_body().collect().await?.to_bytes()))
+}
+
 /// A shared HTTP client for tests, with a bound on every call so a hang fails the test instead of stalling it.
 pub fn client() -> reqwest::Client {
     shared::http_client::builder().timeout(Duration::from_secs(10)).no_proxy().build().expect("client builds")

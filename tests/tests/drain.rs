@@ -10,9 +10,6 @@ use std::{
 
 use agent_tests::{Balancer, spawn_counted_data};
 use axum::http::StatusCode;
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use shared::server::DrainOutcome;
 
 /// What one keep-alive client saw.
@@ -119,24 +116,15 @@ async fn during_the_delay_http2_connections_are_sent_away() {
     let mut config = data::Config::for_tests();
     config.server.shutdown_delay = Duration::from_secs(3);
     let (mut data, _) = spawn_counted_data(config).await;
-    let stream = tokio::net::TcpStream::connect(data.addr).await.unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.unwrap();
-    let (closed_tx, closed) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
-        let _ = connection.await;
-        let _ = closed_tx.send(Instant::now());
-    });
-    let request = hyper::Request::get(data.url("/data")).body(Empty::<Bytes>::new()).unwrap();
-    let response = sender.send_request(request).await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    response.into_body().collect().await.unwrap();
+    let (mut sender, closed) = agent_tests::h2_connection(data.addr).await;
+    let (status, _) = agent_tests::h2_get(&mut sender, data.addr, "/data").await.unwrap();
+    assert_eq!(status, StatusCode::OK);
 
     let shutdown_began = Instant::now();
     data.begin_shutdown();
-    let closed_at = tokio::time::timeout(Duration::from_secs(10), closed).await.unwrap().unwrap();
-    let after = closed_at - shutdown_began;
+    tokio::time::timeout(Duration::from_secs(10), closed).await.unwrap().unwrap();
+    let after = shutdown_began.elapsed();
     assert!(after < Duration::from_secs(1), "the HTTP/2 connection stayed open {after:?} into a 3 s delay");
-    assert!(sender.send_request(hyper::Request::get("/data").body(Empty::new()).unwrap()).await.is_err());
+    assert!(agent_tests::h2_get(&mut sender, data.addr, "/data").await.is_err());
     assert_eq!(data.finished().await, DrainOutcome::Complete);
 }

@@ -413,6 +413,23 @@ async fn a_stalled_upload_does_not_hold_the_drain_to_its_deadline() {
 }
 
 #[tokio::test]
+async fn an_idle_http2_connection_is_closed_after_the_header_read_timeout_as_http1_is() {
+    let mut config = data::Config::for_tests();
+    config.server.header_read_timeout = ms(300);
+    let data = agent_tests::spawn_data_on(bind(None).await, config).await;
+    let (mut sender, closed) = agent_tests::h2_connection(data.addr).await;
+    let (status, _) = agent_tests::h2_get(&mut sender, data.addr, "/data").await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    let idle = Instant::now();
+    tokio::time::timeout(Duration::from_secs(3), closed)
+        .await
+        .expect("idle HTTP/2 connection still open after 3 s")
+        .ok();
+    let after = idle.elapsed();
+    assert!(after >= ms(250) && after < ms(1500), "closed after {after:?} idle");
+}
+
+#[tokio::test]
 async fn slow_or_silent_clients_are_disconnected_after_the_header_read_timeout() {
     let mut data_config = data::Config::for_tests();
     data_config.server.header_read_timeout = ms(300);
