@@ -30,6 +30,8 @@ use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 
+use crate::{config::ServerArgs, server::ServeOptions};
+
 /// Requests served, by `route`, `method` and `status_class`.
 pub const HTTP_REQUESTS: &str = "http_server_requests_total";
 /// Time from receiving a request's head to producing its response head, by `route`, `method`, `status_class`.
@@ -61,8 +63,9 @@ pub struct MetricsArgs {
     #[arg(long, env = "METRICS_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
     pub metrics_enabled: bool,
 
-    /// Also serve GET /metrics on this port (same bind address), e.g. to keep scrapes off the service port.
-    /// /metrics stays available on PORT as well.
+    /// Also serve GET /metrics on this port (same bind address), e.g. to keep scrapes off the service port, with
+    /// the same header read and idle timeouts as PORT and at most 32 connections at once. /metrics stays available
+    /// on PORT as well.
     #[arg(long, env = "METRICS_PORT", value_parser = clap::value_parser!(u16).range(1..))]
     pub metrics_port: Option<u16>,
 }
@@ -167,22 +170,24 @@ pub fn routes() -> Router {
     Router::new().route("/metrics", get(metrics_handler))
 }
 
-/// Serves only `/metrics` on `listener` (the optional `METRICS_PORT`), until the process exits.
-pub fn spawn_listener(listener: TcpListener) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let app = routes().fallback(crate::errors::not_found);
-        if let Err(err) = axum::serve(listener, app).await {
-            tracing::error!(error = %err, "metrics listener failed");
-        }
-    })
+/// Most connections the metrics port serves at once: scrapers keep one each. Beyond, new connections are closed at
+/// once, so the metrics port can never hold the file descriptors the service port needs.
+pub const METRICS_PORT_MAX_CONNECTIONS: usize = 32;
+
+/// Serves only `/metrics` on `listener` (the optional `METRICS_PORT`) until the process exits, with the service
+/// port's connection settings (header read and idle timeouts) and at most [`METRICS_PORT_MAX_CONNECTIONS`].
+pub fn spawn_listener(listener: TcpListener, options: ServeOptions) -> tokio::task::JoinHandle<()> {
+    let app = routes().fallback(crate::errors::not_found);
+    crate::server::spawn_auxiliary(listener, app, options, METRICS_PORT_MAX_CONNECTIONS)
 }
 
 /// Binds the metrics listener when `METRICS_PORT` is set and metrics are on; returns where it listens.
-pub async fn bind_listener(args: &MetricsArgs, bind_addr: std::net::IpAddr) -> std::io::Result<Option<SocketAddr>> {
+pub async fn bind_listener(server: &ServerArgs) -> std::io::Result<Option<SocketAddr>> {
+    let args = &server.telemetry.metrics;
     let Some(port) = args.metrics_port.filter(|_| args.metrics_enabled) else { return Ok(None) };
-    let listener = TcpListener::bind(SocketAddr::new(bind_addr, port)).await?;
+    let listener = TcpListener::bind(SocketAddr::new(server.bind_addr, port)).await?;
     let addr = listener.local_addr()?;
-    spawn_listener(listener);
+    spawn_listener(listener, ServeOptions::from(server));
     Ok(Some(addr))
 }
 

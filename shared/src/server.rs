@@ -46,7 +46,7 @@ use hyper_util::{
 };
 use tokio::{
     net::{TcpListener, TcpStream},
-    sync::{Notify, watch},
+    sync::{Notify, OwnedSemaphorePermit, Semaphore, watch},
     time::Instant,
 };
 use tower::ServiceExt;
@@ -164,6 +164,24 @@ pub async fn serve(
     }
 }
 
+/// Serves `app` on a second `listener` of the agent (the metrics port) with the same connection settings as
+/// [`serve`], until the process exits. At most `max_connections` are served at once; beyond, a new connection is
+/// closed as soon as it is accepted, so that a flood of connections to this port cannot take the file descriptors
+/// the service port needs.
+pub fn spawn_auxiliary(
+    listener: TcpListener,
+    app: Router,
+    options: ServeOptions,
+    max_connections: usize,
+) -> tokio::task::JoinHandle<()> {
+    let mut connections = Connections::new(options);
+    connections.limit = Some(Arc::new(Semaphore::new(max_connections)));
+    tokio::spawn(async move {
+        let (phase, _) = watch::channel(Phase::Serving);
+        connections.accept_until(&listener, &app, &phase, std::future::pending::<()>()).await;
+    })
+}
+
 /// What a connection that arrives during the drain is served: truthful probes, and 503 for everything else.
 fn draining_router(health: Health) -> Router {
     // The connection task adds `Connection: close` to every answer given while draining.
@@ -175,6 +193,8 @@ fn draining_router(health: Health) -> Router {
 struct Connections {
     builder: auto::Builder<TokioExecutor>,
     header_read_timeout: Duration,
+    /// Bound on connections served at once, if any.
+    limit: Option<Arc<Semaphore>>,
 }
 
 impl Connections {
@@ -186,7 +206,7 @@ impl Connections {
             .timer(TokioTimer::new())
             .keep_alive_interval(HTTP2_KEEP_ALIVE_INTERVAL)
             .keep_alive_timeout(options.header_read_timeout);
-        Self { builder, header_read_timeout: options.header_read_timeout }
+        Self { builder, header_read_timeout: options.header_read_timeout, limit: None }
     }
 
     /// Accepts and serves connections until `until` completes, returning its output. Each connection watches
@@ -214,11 +234,27 @@ impl Connections {
                     }
                 },
             };
-            self.spawn_connection(stream, app.clone(), phase.subscribe());
+            let permit = match &self.limit {
+                None => None,
+                Some(limit) => match limit.clone().try_acquire_owned() {
+                    Ok(permit) => Some(permit),
+                    Err(_) => {
+                        tracing::debug!("connection limit reached; closing the new connection");
+                        continue;
+                    }
+                },
+            };
+            self.spawn_connection(stream, app.clone(), phase.subscribe(), permit);
         }
     }
 
-    fn spawn_connection(&self, stream: TcpStream, app: Router, mut phase: watch::Receiver<Phase>) {
+    fn spawn_connection(
+        &self,
+        stream: TcpStream,
+        app: Router,
+        mut phase: watch::Receiver<Phase>,
+        permit: Option<OwnedSemaphorePermit>,
+    ) {
         // Small JSON answers: Nagle's algorithm plus delayed ACKs would add tens of milliseconds per request.
         if let Err(err) = stream.set_nodelay(true) {
             tracing::debug!(error = %err, "cannot set TCP_NODELAY");
@@ -251,6 +287,8 @@ impl Connections {
             .into_owned();
         let header_read_timeout = self.header_read_timeout;
         tokio::spawn(async move {
+            // Held for as long as the connection is served.
+            let _permit = permit;
             tokio::pin!(connection);
             let accepted = state.opened;
             let mut close_requested = false;

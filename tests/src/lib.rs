@@ -305,6 +305,28 @@ impl Drop for RawUpstream {
     }
 }
 
+/// Checks that `addr` closes, after about `header_read_timeout`, connections that send half a request head, nothing,
+/// or part of an HTTP/2 preface.
+pub async fn assert_slow_clients_cut(addr: SocketAddr, header_read_timeout: Duration) {
+    for (what, sent) in [
+        ("half a header", &b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow"[..]),
+        ("nothing", &b""[..]),
+        ("part of an HTTP/2 preface", &b"PRI * HTTP/2.0\r\n"[..]),
+    ] {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        stream.write_all(sent).await.expect("write");
+        let started = std::time::Instant::now();
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(3), stream.read_to_end(&mut rest)).await;
+        let elapsed = started.elapsed();
+        assert!(read.is_ok(), "{addr}: connection that sent {what} still open after 3 s");
+        assert!(
+            elapsed >= header_read_timeout.mul_f64(0.8) && elapsed < header_read_timeout * 5,
+            "{addr}: {what}: closed after {elapsed:?}"
+        );
+    }
+}
+
 /// An HTTP/2 connection (prior knowledge) to `addr`, driven in the background. The receiver yields when the
 /// connection has ended, i.e. when the server closed it.
 pub async fn h2_connection(
