@@ -22,6 +22,12 @@ pub enum Error {
     #[error("data agent unreachable")]
     DataUnreachable(#[source] reqwest::Error),
 
+    /// 503: the data agent (or its sidecar) closed the connection the call went out on before answering anything,
+    /// on every try (a connection closed under a request is normal when a server restarts or its keep-alive timer
+    /// fires, so the call is first sent again at once).
+    #[error("data agent closed the connection before answering")]
+    DataConnectionClosed(#[source] reqwest::Error),
+
     /// 503: the Dapr sidecar answered that it could not invoke data (`ERR_DIRECT_INVOKE*`).
     #[error("Dapr sidecar could not invoke the data agent ({0})")]
     SidecarCannotReachData(String),
@@ -62,6 +68,7 @@ impl Error {
         match self {
             Self::Validation(_) => "invalid_request",
             Self::DataUnreachable(_) | Self::SidecarCannotReachData(_) => "unreachable",
+            Self::DataConnectionClosed(_) => "closed",
             Self::DataTimeout { .. } => "timeout",
             Self::DeadlineExceeded { .. } => "deadline",
             Self::CircuitOpen { .. } => "circuit_open",
@@ -74,9 +81,10 @@ impl Error {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::DataUnreachable(_) | Self::SidecarCannotReachData(_) | Self::CircuitOpen { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::DataUnreachable(_)
+            | Self::DataConnectionClosed(_)
+            | Self::SidecarCannotReachData(_)
+            | Self::CircuitOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::DataTimeout { .. } | Self::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::DataBadStatus(_) | Self::DataBadBody(_) => StatusCode::BAD_GATEWAY,
         }
@@ -86,7 +94,7 @@ impl Error {
     /// agent to come up, or the rest of the breaker's cool-down.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Self::DataUnreachable(_) => Some(Duration::from_secs(1)),
+            Self::DataUnreachable(_) | Self::DataConnectionClosed(_) => Some(Duration::from_secs(1)),
             Self::CircuitOpen { retry_after } => Some(*retry_after),
             _ => None,
         }
@@ -108,7 +116,7 @@ impl IntoResponse for Error {
                 tracing::info!(outcome, issues = body.detail.len(), "request rejected");
                 return body.into_response();
             }
-            Self::DataUnreachable(_) | Self::SidecarCannotReachData(_) => {
+            Self::DataUnreachable(_) | Self::DataConnectionClosed(_) | Self::SidecarCannotReachData(_) => {
                 "The data agent is unreachable; try again shortly."
             }
             Self::DataTimeout { .. } | Self::DeadlineExceeded { .. } => "The data agent did not answer in time.",

@@ -244,6 +244,23 @@ pub enum RawBehaviour {
     Hang,
     /// Read the request head, send a 200 head promising a longer body than follows, then close the connection.
     CutBody,
+    /// Answer the first request with the data contract as a keep-alive HTTP/1.1 response (no `Connection: close`),
+    /// then close the connection a moment later, as a server whose keep-alive timer fires or which restarts does:
+    /// a client that reuses the connection meanwhile sees it closed before any answer.
+    AnswerOnceThenClose,
+}
+
+/// Reads up to the end of a request head; false if the connection ended first.
+async fn read_head(stream: &mut tokio::net::TcpStream) -> bool {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    true
 }
 
 /// An upstream speaking raw TCP, for failures an HTTP framework will not produce; counts accepted connections.
@@ -269,17 +286,24 @@ impl RawUpstream {
                     RawBehaviour::Hang => held.push(stream),
                     RawBehaviour::CutBody => {
                         tokio::spawn(async move {
-                            let mut head = Vec::new();
-                            let mut buf = [0u8; 1024];
-                            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                                match stream.read(&mut buf).await {
-                                    Ok(0) | Err(_) => return,
-                                    Ok(n) => head.extend_from_slice(&buf[..n]),
-                                }
+                            if read_head(&mut stream).await {
+                                let partial = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"processed";
+                                let _ = stream.write_all(partial.as_bytes()).await;
+                                let _ = stream.flush().await;
                             }
-                            let partial = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"processed";
-                            let _ = stream.write_all(partial.as_bytes()).await;
-                            let _ = stream.flush().await;
+                        });
+                    }
+                    RawBehaviour::AnswerOnceThenClose => {
+                        tokio::spawn(async move {
+                            if read_head(&mut stream).await {
+                                let body = r#"{"processed_data":"some_insights"}"#;
+                                let answer = format!(
+                                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                                    body.len()
+                                );
+                                let _ = stream.write_all(answer.as_bytes()).await;
+                                tokio::time::sleep(Duration::from_millis(1)).await;
+                            }
                         });
                     }
                 }

@@ -211,6 +211,93 @@ async fn a_connection_cut_mid_body_is_502_without_retry() {
     assert_eq!(upstream.accepted(), 1);
 }
 
+/// Counts the answers to `n` sequential `GET url` by status.
+async fn tally(url: &str, n: usize) -> std::collections::BTreeMap<u16, usize> {
+    let http = client();
+    let mut statuses = std::collections::BTreeMap::new();
+    for _ in 0..n {
+        *statuses.entry(get_with(&http, url).await.status.as_u16()).or_insert(0) += 1;
+    }
+    statuses
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_closing_each_connection_after_answering_costs_no_request() {
+    let upstream = RawUpstream::spawn(RawBehaviour::AnswerOnceThenClose).await;
+    let reco = spawn_recommendation(Config::for_tests(upstream.base_url())).await;
+
+    let statuses = tally(&reco.url("/recommend"), 2000).await;
+
+    assert_eq!(statuses, [(200, 2000)].into(), "a request on a connection closed under it is sent again");
+    let ready = get(&reco.url("/readyz")).await.json();
+    assert_eq!(ready["checks"]["data"]["circuit"]["state"], "closed");
+}
+
+/// A rolling restart of data as Kubernetes does it, under load: two replicas behind a balancer, one taken out of
+/// the endpoints and stopped while eight clients keep calling `/recommend`, then a replacement added. Not one request
+/// may fail, and the breaker must not count a failure: without a shutdown delay (the default) the data agent closes
+/// idle pooled connections at once, and a call already sent on one must go out again, to the replica that stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_of_data_under_load_fails_no_request_and_keeps_the_breaker_closed() {
+    for shutdown_delay in [Duration::ZERO, ms(300)] {
+        let mut data_config = data::Config::for_tests();
+        data_config.server.shutdown_delay = shutdown_delay;
+        let (mut leaving, leaving_seen) = agent_tests::spawn_counted_data(data_config.clone()).await;
+        let (staying, staying_seen) = agent_tests::spawn_counted_data(data_config.clone()).await;
+        let balancer = agent_tests::Balancer::spawn(&[leaving.addr, staying.addr]).await;
+        let mut config = Config::for_tests(balancer.base_url());
+        // A single failure counted against data would open it.
+        config.data.data_breaker_threshold = 1;
+        let reco = spawn_recommendation(config).await;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let load: Vec<_> = (0..8)
+            .map(|_| {
+                let (url, stop) = (reco.url("/recommend"), stop.clone());
+                tokio::spawn(async move {
+                    let http = client();
+                    let mut statuses = std::collections::BTreeMap::new();
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        *statuses.entry(get_with(&http, &url).await.status.as_u16()).or_insert(0) += 1;
+                    }
+                    statuses
+                })
+            })
+            .collect();
+        let wait_for = |what: &str, seen: &data::Faults, n: u64| {
+            assert!(seen.requests_seen() >= n, "{what}: only {} data calls", seen.requests_seen());
+        };
+        let started = Instant::now();
+        while leaving_seen.requests_seen() < 200 && started.elapsed() < Duration::from_secs(10) {
+            tokio::time::sleep(ms(5)).await;
+        }
+        wait_for("before the restart", &leaving_seen, 200);
+
+        balancer.remove(leaving.addr);
+        leaving.begin_shutdown();
+        assert_eq!(leaving.finished().await, shared::server::DrainOutcome::Complete);
+        let (replacement, _) = agent_tests::spawn_counted_data(data_config).await;
+        balancer.add(replacement.addr);
+        let handed_over = staying_seen.requests_seen();
+        let started = Instant::now();
+        while staying_seen.requests_seen() < handed_over + 200 && started.elapsed() < Duration::from_secs(10) {
+            tokio::time::sleep(ms(5)).await;
+        }
+        wait_for("after the restart", &staying_seen, handed_over + 200);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+
+        let mut statuses = std::collections::BTreeMap::new();
+        for client in load {
+            for (status, n) in client.await.unwrap() {
+                *statuses.entry(status).or_insert(0) += n;
+            }
+        }
+        eprintln!("rolling restart of data under load, SHUTDOWN_DELAY={shutdown_delay:?}: {statuses:?}");
+        assert_eq!(statuses.keys().copied().collect::<Vec<_>>(), vec![200], "delay {shutdown_delay:?}: {statuses:?}");
+        let circuit = get(&reco.url("/readyz")).await.json()["checks"]["data"]["circuit"].clone();
+        assert_eq!(circuit, json!({"state": "closed", "consecutive_failures": 0}), "delay {shutdown_delay:?}");
+    }
+}
+
 #[tokio::test]
 async fn always_503_opens_the_breaker_which_answers_fast_then_half_opens_and_closes_on_success() {
     // Data fails its first 4 requests, then recovers.
