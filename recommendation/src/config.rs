@@ -62,6 +62,13 @@ pub struct StateArgs {
     #[arg(long, env = "STATE_WRITE_RETRIES", default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=50))]
     pub state_write_retries: u32,
 
+    /// Without a Dapr sidecar, how many entries the in-process state store keeps (a user's preferences and their
+    /// last recommendation are one entry each); beyond, the least recently used entry is dropped. Anyone who can
+    /// call the agent can fill it, pushing idle users out: use a Dapr state store for state that must last.
+    #[arg(long, env = "STATE_MEMORY_MAX_ENTRIES", default_value_t = crate::state::MEMORY_MAX_ENTRIES,
+        value_parser = parse_max_entries)]
+    pub state_memory_max_entries: usize,
+
     /// Name of the Dapr pub/sub component data-change events arrive on.
     #[arg(long, env = "PUBSUB_NAME", default_value = "pubsub", value_parser = parse_component_name)]
     pub pubsub_name: String,
@@ -86,10 +93,19 @@ impl StateArgs {
             state_store: "statestore".to_owned(),
             state_ttl: Duration::from_secs(3600),
             state_write_retries: 5,
+            state_memory_max_entries: crate::state::MEMORY_MAX_ENTRIES,
             pubsub_name: "pubsub".to_owned(),
             pubsub_topic: "data-updated".to_owned(),
             data_cache_ttl: None,
         }
+    }
+}
+
+fn parse_max_entries(raw: &str) -> Result<usize, String> {
+    match raw.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_owned()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
     }
 }
 

@@ -5,9 +5,16 @@
 //! Every write uses first-write concurrency: with the ETag read before, it succeeds only if nobody wrote in
 //! between; for a new key, only if nobody created it first. A read-modify-write that loses is re-read and
 //! retried a bounded number of times (STATE_WRITE_RETRIES), so concurrent requests never lose an update.
+//!
+//! The in-process store holds at most STATE_MEMORY_MAX_ENTRIES entries (a user's preferences and their history
+//! are one entry each) and drops the least recently used one beyond that. Without an app token anyone who can
+//! reach the agent can write entries, so a flood of new user ids pushes other users' idle entries out: it is a
+//! per-replica store for demos and single instances, and the Dapr state store is the one to rely on. Per-client
+//! quotas would not help: behind a sidecar or gateway every caller has the same address, and callers are not
+//! authenticated individually.
 
 use std::{
-    collections::HashMap,
+    num::NonZeroUsize,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -18,6 +25,7 @@ use axum::{
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
+use lru::LruCache;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use shared::{
@@ -34,8 +42,8 @@ use crate::AppState;
 /// What a user id must look like (FastAPI: `Path(pattern=...)` / `Query(pattern=...)`).
 pub const USER_ID_PATTERN: &str = "^[A-Za-z0-9._-]{1,64}$";
 
-/// Most entries the in-process store keeps; beyond, the entry closest to expiry goes first.
-const MEMORY_CAPACITY: usize = 10_000;
+/// Most entries the in-process store keeps unless configured otherwise (STATE_MEMORY_MAX_ENTRIES).
+pub const MEMORY_MAX_ENTRIES: usize = 10_000;
 
 /// Checks a user id; `source` is `query` or `path`, `name` the parameter's name, for FastAPI's `loc`.
 pub fn check_user_id(raw: &str, source: &str, name: &str) -> Result<String, ValidationErrorBody> {
@@ -157,18 +165,65 @@ pub enum Backend {
         /// State store component name.
         store: String,
     },
-    /// This process (used without a sidecar): same semantics, lost on restart, not shared between replicas.
+    /// This process (used without a sidecar): same semantics, lost on restart, not shared between replicas, and
+    /// bounded (see the module docs).
     Memory(Arc<MemoryStore>),
 }
 
-/// The in-process store behind [`Backend::Memory`].
-#[derive(Debug, Default)]
-pub struct MemoryStore(Mutex<HashMap<String, MemoryEntry>>);
+/// The in-process store behind [`Backend::Memory`]: entries in least-recently-used order, at most its capacity.
+#[derive(Debug)]
+pub struct MemoryStore(Mutex<LruCache<String, MemoryEntry>>);
+
+impl MemoryStore {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<String, MemoryEntry>> {
+        // Every change is a single insert or removal, so a panic elsewhere cannot leave an entry half-written.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The live entry under `key`, which becomes the most recently used; an expired one is removed.
+    fn get(&self, key: &str) -> Option<StateItem> {
+        let mut entries = self.lock();
+        let entry = entries.get(key)?;
+        if entry.expires.is_some_and(|t| t <= Instant::now()) {
+            entries.pop(key);
+            return None;
+        }
+        Some(StateItem { value: entry.value.clone(), etag: Some(entry.version.to_string()) })
+    }
+
+    /// Stores `value` under `key` with first-write concurrency (see [`Backend::save`]); a new key in a full store
+    /// takes the place of the least recently used entry.
+    fn save(&self, key: &str, value: &Value, etag: Option<&str>, ttl: Option<Duration>) -> Result<(), SidecarError> {
+        let mut entries = self.lock();
+        let now = Instant::now();
+        let current = entries.peek(key).filter(|e| e.expires.is_none_or(|t| t > now)).map(|e| e.version);
+        let version = match (current, etag) {
+            (None, None) => 1,
+            (Some(current), Some(etag)) if etag == current.to_string() => current + 1,
+            _ => return Err(SidecarError::Conflict),
+        };
+        let entry = MemoryEntry { value: value.clone(), version, expires: ttl.map(|t| now + t) };
+        if let Some((dropped, _)) = entries.push(key.to_owned(), entry).filter(|(dropped, _)| dropped != key) {
+            metrics::counter!("state_memory_evictions_total").increment(1);
+            tracing::debug!(key = dropped, "in-process state full; dropped the least recently used entry");
+        }
+        Ok(())
+    }
+}
 
 impl Backend {
-    /// The in-process backend.
+    /// The in-process backend with the default bound.
     pub fn memory() -> Self {
-        Self::Memory(Arc::default())
+        Self::memory_with_capacity(NonZeroUsize::new(MEMORY_MAX_ENTRIES).expect("not zero"))
+    }
+
+    /// The in-process backend keeping at most `max_entries`.
+    pub fn memory_with_capacity(max_entries: NonZeroUsize) -> Self {
+        metrics::describe_counter!(
+            "state_memory_evictions_total",
+            "Entries the in-process state store dropped because it held STATE_MEMORY_MAX_ENTRIES"
+        );
+        Self::Memory(Arc::new(MemoryStore(Mutex::new(LruCache::new(max_entries)))))
     }
 
     /// `dapr` or `memory`, for logs and readiness.
@@ -182,13 +237,7 @@ impl Backend {
     async fn get(&self, key: &str) -> Result<Option<StateItem>, SidecarError> {
         match self {
             Self::Dapr { sidecar, store } => sidecar.get_state(store, key).await,
-            Self::Memory(map) => {
-                let map = map.0.lock().unwrap_or_else(|p| p.into_inner());
-                Ok(map
-                    .get(key)
-                    .filter(|e| e.expires.is_none_or(|t| t > Instant::now()))
-                    .map(|e| StateItem { value: e.value.clone(), etag: Some(e.version.to_string()) }))
-            }
+            Self::Memory(store) => Ok(store.get(key)),
         }
     }
 
@@ -201,32 +250,7 @@ impl Backend {
     ) -> Result<(), SidecarError> {
         match self {
             Self::Dapr { sidecar, store } => sidecar.save_state(store, key, value, etag, ttl).await,
-            Self::Memory(map) => {
-                let mut map = map.0.lock().unwrap_or_else(|p| p.into_inner());
-                let now = Instant::now();
-                let current = map.get(key).filter(|e| e.expires.is_none_or(|t| t > now)).map(|e| e.version);
-                let version = match (current, etag) {
-                    (None, None) => 1,
-                    (Some(current), Some(etag)) if etag == current.to_string() => current + 1,
-                    _ => return Err(SidecarError::Conflict),
-                };
-                if !map.contains_key(key) && map.len() >= MEMORY_CAPACITY {
-                    map.retain(|_, e| e.expires.is_none_or(|t| t > now));
-                    if map.len() >= MEMORY_CAPACITY {
-                        let soonest = map
-                            .iter()
-                            .min_by_key(|(_, e)| e.expires.unwrap_or(now + Duration::from_secs(u32::MAX.into())));
-                        if let Some(evict) = soonest.map(|(k, _)| k.clone()) {
-                            map.remove(&evict);
-                        }
-                    }
-                }
-                map.insert(
-                    key.to_owned(),
-                    MemoryEntry { value: value.clone(), version, expires: ttl.map(|t| now + t) },
-                );
-                Ok(())
-            }
+            Self::Memory(store) => store.save(key, value, etag, ttl),
         }
     }
 }
@@ -472,6 +496,21 @@ mod tests {
         assert!(matches!(backend.save("k", &json!(2), Some("nope"), None).await, Err(SidecarError::Conflict)));
         backend.save("k", &json!(2), item.etag.as_deref(), None).await.unwrap();
         assert!(matches!(backend.save("k", &json!(3), item.etag.as_deref(), None).await, Err(SidecarError::Conflict)));
+    }
+
+    #[tokio::test]
+    async fn a_full_memory_store_drops_the_least_recently_used_entry() {
+        let backend = Backend::memory();
+        for n in 0..10_000 {
+            backend.save(&format!("user-{n}"), &json!(n), None, None).await.unwrap();
+        }
+        // user-0 is the oldest entry but was just used, so user-1 is the least recently used one.
+        assert!(backend.get("user-0").await.unwrap().is_some());
+        backend.save("newcomer", &json!("new"), None, None).await.unwrap();
+        assert!(backend.get("user-1").await.unwrap().is_none(), "the least recently used entry goes");
+        for kept in ["user-0", "user-2", "user-9999", "newcomer"] {
+            assert!(backend.get(kept).await.unwrap().is_some(), "{kept} was dropped");
+        }
     }
 
     #[tokio::test]
