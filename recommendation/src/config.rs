@@ -5,7 +5,7 @@ use std::{fmt, time::Duration};
 use clap::{Args, Parser, ValueEnum};
 use shared::{
     config::{ServerArgs, Subcommand, parse_duration, parse_positive_duration},
-    dapr::{DaprArgs, parse_component_name},
+    dapr::{DaprArgs, parse_component_name, parse_required_token},
 };
 use url::Url;
 
@@ -185,6 +185,11 @@ pub struct DataArgs {
     /// `X-Data-Stale: true` and `X-Data-Age: <seconds>` (0s = never; fresh answers are never marked).
     #[arg(long, env = "STALE_CACHE_TTL", default_value = "0s", value_parser = parse_duration)]
     pub stale_cache_ttl: Duration,
+
+    /// Direct mode only: token sent to the data agent in the `dapr-api-token` header, i.e. the data agent's
+    /// APP_API_TOKEN when it has one (through Dapr, data's sidecar presents it instead).
+    #[arg(long, env = "DATA_API_TOKEN", hide_env_values = true, value_parser = parse_required_token)]
+    pub data_api_token: Option<String>,
 }
 
 /// The `DATA_MODE` setting as written.
@@ -257,6 +262,13 @@ impl DataArgs {
                 ),
             ));
         }
+        if self.data_api_token.is_some() && self.mode() == DataMode::Dapr {
+            return Err((
+                "DATA_API_TOKEN",
+                "is sent in direct mode only; through Dapr the data agent's sidecar presents its APP_API_TOKEN"
+                    .to_owned(),
+            ));
+        }
         if self.data_retry_backoff_max < self.data_retry_backoff {
             return Err((
                 "DATA_RETRY_BACKOFF_MAX",
@@ -309,6 +321,7 @@ impl Config {
                 data_breaker_threshold: 5,
                 data_breaker_cooldown: Duration::from_secs(2),
                 stale_cache_ttl: Duration::ZERO,
+                data_api_token: None,
             },
             dapr: DaprArgs::for_tests(),
             state: StateArgs::defaults(),
@@ -410,6 +423,15 @@ mod tests {
         assert!(data.check().is_ok());
         data.data_retry_backoff_max = Duration::from_millis(10);
         assert_eq!(data.check().unwrap_err().0, "DATA_RETRY_BACKOFF_MAX");
+    }
+
+    #[test]
+    fn a_data_api_token_is_for_direct_mode_only() {
+        let mut data = Config::for_tests("http://data:8000".parse().unwrap()).data;
+        data.data_api_token = Some("t".to_owned());
+        assert!(data.check().is_ok());
+        data.data_mode = DataModeSetting::Dapr;
+        assert_eq!(data.check().unwrap_err().0, "DATA_API_TOKEN");
     }
 
     #[test]

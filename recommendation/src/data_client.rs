@@ -59,8 +59,8 @@ pub struct DataClient {
     breaker: CircuitBreaker,
     stale: StaleCache,
     last_call: Arc<Mutex<Option<LastCall>>>,
-    /// Headers only the sidecar may see (`dapr-api-token`); empty in direct mode.
-    sidecar_headers: HeaderMap,
+    /// Headers that authenticate the call: the sidecar's API token in dapr mode, DATA_API_TOKEN in direct mode.
+    auth_headers: HeaderMap,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -149,7 +149,14 @@ impl DataClient {
             breaker: CircuitBreaker::new(args.data_breaker_threshold, args.data_breaker_cooldown),
             stale: StaleCache { ttl: args.stale_cache_ttl, last_good: Arc::default() },
             last_call: Arc::default(),
-            sidecar_headers: HeaderMap::new(),
+            auth_headers: match (args.mode(), &args.data_api_token) {
+                (DataMode::Direct, Some(token)) => {
+                    let mut value = HeaderValue::from_str(token).expect("DATA_API_TOKEN was checked when parsed");
+                    value.set_sensitive(true);
+                    HeaderMap::from_iter([(shared::dapr::API_TOKEN_HEADER, value)])
+                }
+                _ => HeaderMap::new(),
+            },
         })
     }
 
@@ -157,7 +164,7 @@ impl DataClient {
     /// leaves for DATA_URL.
     pub fn with_sidecar_headers(mut self, headers: HeaderMap) -> Self {
         if self.mode == DataMode::Dapr {
-            self.sidecar_headers = headers;
+            self.auth_headers = headers;
         }
         self
     }
@@ -274,7 +281,7 @@ impl DataClient {
             .http
             .get(self.endpoint.clone())
             .headers(trace.headers().clone())
-            .headers(self.sidecar_headers.clone())
+            .headers(self.auth_headers.clone())
             .header(ACCEPT, HeaderValue::from_static("application/json"))
             .send()
             .await
@@ -304,6 +311,13 @@ impl DataClient {
     /// answer from data.
     async fn non_success(&self, response: reqwest::Response) -> Error {
         let status = response.status();
+        if matches!(status, reqwest::StatusCode::UNAUTHORIZED | reqwest::StatusCode::FORBIDDEN) {
+            let hint = match self.mode {
+                DataMode::Direct => "set DATA_API_TOKEN to the data agent's APP_API_TOKEN",
+                DataMode::Dapr => "check DAPR_API_TOKEN here and the APP_API_TOKEN of data's sidecar",
+            };
+            return Error::DataRefused { status, hint };
+        }
         if self.mode == DataMode::Dapr && status == reqwest::StatusCode::INTERNAL_SERVER_ERROR {
             let body = response.bytes().await.unwrap_or_default();
             let error_code = serde_json::from_slice::<Value>(&body)
@@ -333,7 +347,7 @@ impl DataClient {
 fn counts_against_data(err: &Error) -> bool {
     match err {
         Error::DataBadStatus(status) => status.is_server_error(),
-        Error::Validation(_) | Error::CircuitOpen { .. } => false,
+        Error::Validation(_) | Error::CircuitOpen { .. } | Error::DataRefused { .. } => false,
         Error::DataUnreachable(_)
         | Error::DataConnectionClosed(_)
         | Error::SidecarCannotReachData(_)

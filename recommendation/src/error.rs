@@ -53,6 +53,16 @@ pub enum Error {
         retry_after: Duration,
     },
 
+    /// 502: the data agent (or a sidecar on the way) refused the call as unauthenticated (401) or forbidden (403):
+    /// a configuration mistake on this side, which retries cannot fix.
+    #[error("data agent refused the call with {status}; {hint}")]
+    DataRefused {
+        /// 401 or 403.
+        status: reqwest::StatusCode,
+        /// What to check, for the log.
+        hint: &'static str,
+    },
+
     /// 502: the data agent answered with a non-2xx status.
     #[error("data agent answered with status {0}")]
     DataBadStatus(reqwest::StatusCode),
@@ -72,6 +82,7 @@ impl Error {
             Self::DataTimeout { .. } => "timeout",
             Self::DeadlineExceeded { .. } => "deadline",
             Self::CircuitOpen { .. } => "circuit_open",
+            Self::DataRefused { .. } => "refused",
             Self::DataBadStatus(_) => "bad_status",
             Self::DataBadBody(_) => "bad_body",
         }
@@ -86,7 +97,7 @@ impl Error {
             | Self::SidecarCannotReachData(_)
             | Self::CircuitOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::DataTimeout { .. } | Self::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
-            Self::DataBadStatus(_) | Self::DataBadBody(_) => StatusCode::BAD_GATEWAY,
+            Self::DataRefused { .. } | Self::DataBadStatus(_) | Self::DataBadBody(_) => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -123,6 +134,7 @@ impl IntoResponse for Error {
             Self::CircuitOpen { .. } => {
                 "The data agent is failing; calls to it are paused. Try again after Retry-After."
             }
+            Self::DataRefused { .. } => "The data agent refused the call: this agent is not allowed to call it.",
             Self::DataBadStatus(_) | Self::DataBadBody(_) => "The data agent returned an invalid response.",
         };
         let mut response = json_error(status, detail);

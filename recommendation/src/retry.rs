@@ -59,6 +59,7 @@ impl RetryPolicy {
             | Error::DataTimeout { .. } => true,
             Error::DataBadStatus(status) => self.statuses.contains(&status.as_u16()),
             Error::Validation(_)
+            | Error::DataRefused { .. }
             | Error::DataBadBody(_)
             | Error::DeadlineExceeded { .. }
             | Error::CircuitOpen { .. } => false,
