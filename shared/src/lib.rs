@@ -22,3 +22,4 @@ pub mod server;
 pub mod shutdown;
 pub mod telemetry;
 pub mod validation;
+pub mod wire_errors;

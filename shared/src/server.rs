@@ -51,7 +51,7 @@ use tokio::{
 };
 use tower::ServiceExt;
 
-use crate::{config::ServerArgs, errors::json_error, health::Health};
+use crate::{config::ServerArgs, errors::json_error, health::Health, wire_errors::JsonParseErrors};
 
 /// Interval of HTTP/2 pings on idle connections; a peer that stops answering them is disconnected.
 const HTTP2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
@@ -283,7 +283,10 @@ impl Connections {
             });
         let connection = self
             .builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
+            .serve_connection_with_upgrades(
+                TokioIo::new(JsonParseErrors::new(stream)),
+                TowerToHyperService::new(service),
+            )
             .into_owned();
         let header_read_timeout = self.header_read_timeout;
         tokio::spawn(async move {

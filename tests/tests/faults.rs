@@ -516,6 +516,40 @@ async fn an_idle_http2_connection_is_closed_after_the_header_read_timeout_as_htt
     assert!(after >= ms(250) && after < ms(1500), "closed after {after:?} idle");
 }
 
+/// Sends `request` on a fresh connection and reads until the server closes it.
+async fn raw_exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    answer_on(stream).await
+}
+
+#[tokio::test]
+async fn requests_hyper_refuses_to_parse_get_fastapi_shaped_json_too() {
+    let data = spawn_data().await;
+    let too_many_headers: String = (0..200).map(|n| format!("X-{n}: y\r\n")).collect();
+    for (request, status, detail) in [
+        ("GARBAGE\r\n\r\n".to_owned(), "400 Bad Request", "Bad Request"),
+        (format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(70_000)), "414 URI Too Long", "URI Too Long"),
+        (
+            format!("GET /data HTTP/1.1\r\nHost: x\r\n{too_many_headers}\r\n"),
+            "431 Request Header Fields Too Large",
+            "Request Header Fields Too Large",
+        ),
+    ] {
+        let answer = raw_exchange(data.addr, request.as_bytes()).await;
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no head: {answer:?}"));
+        assert!(head.starts_with(&format!("HTTP/1.1 {status}\r\n")), "{answer}");
+        let head = head.to_ascii_lowercase();
+        let lines: Vec<_> = head.lines().collect();
+        assert!(lines.contains(&"content-type: application/json"), "{answer}");
+        assert!(lines.contains(&format!("content-length: {}", body.len()).as_str()), "{answer}");
+        assert_eq!(serde_json::from_str::<Value>(body).unwrap(), json!({ "detail": detail }), "{answer}");
+    }
+    // An ordinary exchange on the same kind of connection is untouched.
+    let ok = raw_exchange(data.addr, b"GET /data HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    assert!(ok.starts_with("HTTP/1.1 200 OK\r\n") && ok.ends_with(r#"{"processed_data":"some_insights"}"#), "{ok}");
+}
+
 #[tokio::test]
 async fn slow_or_silent_clients_are_disconnected_after_the_header_read_timeout() {
     let mut data_config = data::Config::for_tests();
