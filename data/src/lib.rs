@@ -112,8 +112,10 @@ pub async fn get_data(State(state): State<AppState>) -> Response {
     Json(DataBody { processed_data: state.store.current().processed_data }).into_response()
 }
 
-/// The new data for `PUT /data`.
+/// The new data for `PUT /data`; other fields are refused (422 `extra_forbidden`, as a pydantic model with
+/// `extra="forbid"`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[schema(example = json!({"processed_data": "fresh_insights"}))]
 pub struct DataUpdate {
     /// The new insights, 1 to 1000 characters.

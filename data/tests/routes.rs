@@ -174,6 +174,11 @@ async fn openapi_documents_put_data_with_its_body_and_errors() {
     let spec: Value = serde_json::from_slice(&body).unwrap();
     let put = &spec["paths"]["/data"]["put"];
     assert!(put["requestBody"].is_object());
+    assert_eq!(
+        spec["components"]["schemas"]["DataUpdate"]["additionalProperties"],
+        json!(false),
+        "unknown fields are refused (422 extra_forbidden), so the schema must say so"
+    );
     for code in ["200", "401", "403", "422"] {
         assert!(put["responses"][code].is_object(), "PUT /data: {code} undocumented");
     }

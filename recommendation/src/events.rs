@@ -118,7 +118,8 @@ pub async fn subscribe(State(state): State<AppState>) -> Json<Vec<Subscription>>
 
 /// Receives a data-updated CloudEvent from the sidecar: clears the data cache and refetches (see module docs).
 #[utoipa::path(post, path = "/events/data-updated", tag = "events",
-    request_body(content = Value, description = "A CloudEvent whose `data` is {version, processed_data}",
+    request_body(content = Option<Value>, description = "A CloudEvent whose `data` is {version, processed_data}; \
+        Dapr always sends one. Anything else, an empty body included, is answered DROP",
         content_type = "application/cloudevents+json"),
     responses(
         (status = 200, description = "SUCCESS, RETRY or DROP, as Dapr's pub/sub contract defines",

@@ -21,7 +21,7 @@ use std::{
 
 use axum::{
     Json,
-    extract::{Path, State},
+    extract::State,
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
@@ -33,7 +33,7 @@ use shared::{
     dapr::{Sidecar, SidecarError, StateItem},
     errors::json_error,
     request_body::BodyRejection,
-    validation::{ValidationErrorBody, ValidationIssue},
+    validation::{LossyPathParams, ValidationErrorBody, ValidationIssue},
 };
 use utoipa::ToSchema;
 
@@ -63,8 +63,9 @@ pub fn check_user_id(raw: &str, source: &str, name: &str) -> Result<String, Vali
     })
 }
 
-/// A user's preferences.
+/// A user's preferences; other fields are refused (422 `extra_forbidden`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[schema(example = json!({"categories": ["books", "music"], "max_results": 5}))]
 pub struct Preferences {
     /// Categories the user cares about: at most 10, each 1 to 40 characters.
@@ -426,9 +427,9 @@ impl IntoResponse for UserError {
     ))]
 pub async fn get_preferences(
     State(state): State<AppState>,
-    Path(user_id): Path<String>,
+    path: LossyPathParams,
 ) -> Result<(HeaderMap, Json<Preferences>), UserError> {
-    let user = check_user_id(&user_id, "path", "user_id")?;
+    let user = check_user_id(path.get("user_id").unwrap_or_default(), "path", "user_id")?;
     let (preferences, etag) = state.users.preferences(&user).await?.ok_or(UserError::NotFound)?;
     Ok((etag_header(etag.as_deref()), Json(preferences)))
 }
@@ -453,7 +454,7 @@ pub async fn get_preferences(
     ))]
 pub async fn put_preferences(
     State(state): State<AppState>,
-    Path(user_id): Path<String>,
+    path: LossyPathParams,
     headers: HeaderMap,
     body: Result<JsonBody, BodyRejection>,
 ) -> Result<(HeaderMap, Json<Preferences>), UserError> {
@@ -463,7 +464,7 @@ pub async fn put_preferences(
         Err(BodyRejection::Invalid(issues)) => Err(issues),
         Err(unreadable) => return Err(UserError::Body(unreadable)),
     };
-    let user = check_user_id(&user_id, "path", "user_id");
+    let user = check_user_id(path.get("user_id").unwrap_or_default(), "path", "user_id");
     let preferences = body.and_then(|body| Preferences::from_body(&body.0));
     // FastAPI reports path and body problems together, path first.
     let (user, preferences) = match (user, preferences) {

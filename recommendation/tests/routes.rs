@@ -96,6 +96,11 @@ async fn openapi_documents_the_user_and_event_routes() {
     assert!(prefs["put"]["requestBody"].is_object());
     assert!(spec["paths"]["/dapr/subscribe"]["get"].is_object());
     assert!(spec["paths"]["/events/data-updated"]["post"]["responses"]["200"].is_object());
+    // The schemas say what the routes do: unknown fields are refused (422 extra_forbidden), and an event without a
+    // body is answered (DROP), not refused.
+    assert_eq!(spec["components"]["schemas"]["Preferences"]["additionalProperties"], json!(false));
+    let event_body = &spec["paths"]["/events/data-updated"]["post"]["requestBody"];
+    assert_ne!(event_body["required"], json!(true), "{event_body}");
     let recommend = spec["paths"]["/recommend"]["get"]["parameters"].as_array().unwrap();
     assert!(recommend.iter().any(|p| p["name"] == "user" && p["in"] == "query"));
 }
@@ -153,4 +158,25 @@ async fn an_event_body_over_the_limit_is_413_json() {
         (status, body),
         (StatusCode::PAYLOAD_TOO_LARGE, json!({"detail": "Request body too large: the limit is 65536 bytes"}))
     );
+}
+
+#[tokio::test]
+async fn a_user_id_that_is_not_utf8_is_a_422_like_fastapi_not_a_plain_400() {
+    // FastAPI (uvicorn) percent-decodes the path with invalid bytes replaced by U+FFFD, then the pattern fails.
+    let expected = json!({"detail": [{"type": "string_pattern_mismatch", "loc": ["path", "user_id"],
+        "msg": "String should match pattern '^[A-Za-z0-9._-]{1,64}$'", "input": "\u{fffd}",
+        "ctx": {"pattern": "^[A-Za-z0-9._-]{1,64}$"}}]});
+    for method in [Method::GET, Method::PUT] {
+        let request = Request::builder()
+            .method(method.clone())
+            .uri("/users/%ff/preferences")
+            .header("content-type", "application/json")
+            .body(Body::from("{}"))
+            .unwrap();
+        let response = app().oneshot(request).await.unwrap();
+        let status = response.status();
+        let body = to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{method}: {}", String::from_utf8_lossy(&body));
+        assert_eq!(serde_json::from_slice::<Value>(&body).unwrap(), expected, "{method}");
+    }
 }

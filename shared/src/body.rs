@@ -159,18 +159,32 @@ impl<'a> Fields<'a> {
     }
 
     /// An integer field within `min..=max`, as lenient as pydantic's lax mode (`"7"`, `7.0` and `true` pass).
+    ///
+    /// Numbers are judged as pydantic judges them: an integer too large for `i64` is still an integer, just out of
+    /// range (`less_than_equal`); a float with a fraction is `int_from_float`, a whole one beyond `i64` is
+    /// `int_parsing_size`. (An integer literal beyond `u64` reaches this code as a float, since serde_json keeps no
+    /// literal text, and is judged as one.)
     pub fn int(&mut self, name: &'static str, required: bool, min: i64, max: i64) -> Option<i64> {
         let value = self.get(name, required)?;
         let loc = vec![json!("body"), json!(name)];
         let parsed = match value {
             Value::Bool(b) => Ok(i64::from(*b)),
-            Value::Number(n) => match (n.as_i64(), n.as_f64()) {
-                (Some(i), _) => Ok(i),
-                (None, Some(f)) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(f as i64),
-                _ => Err(boxed(
+            Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+                (Some(i), _, _) => Ok(i),
+                // Above i64::MAX, so above any bound: the range check reports it.
+                (None, Some(_), _) => Ok(i64::MAX),
+                (None, None, Some(f)) if f.fract() != 0.0 || !f.is_finite() => Err(boxed(
                     "int_from_float",
                     loc.clone(),
                     "Input should be a valid integer, got a number with a fractional part",
+                    value.clone(),
+                    None,
+                )),
+                (None, None, Some(f)) if (i64::MIN as f64) < f && f < (i64::MAX as f64) => Ok(f as i64),
+                _ => Err(boxed(
+                    "int_parsing_size",
+                    loc.clone(),
+                    "Unable to parse input string as an integer, exceeded maximum size",
                     value.clone(),
                     None,
                 )),
@@ -342,6 +356,27 @@ mod tests {
             "model_attributes_type",
             "a non-JSON content type leaves a string, which is not an object"
         );
+    }
+
+    // Expected codes as FastAPI 0.115.0 / pydantic 2.14.4 answer for `max_results: int = Field(ge=1, le=100)`.
+    #[test]
+    fn numbers_beyond_i64_are_judged_as_pydantic_does() {
+        for (raw, kind) in [
+            ("18446744073709551615", "less_than_equal"),
+            ("9223372036854775808", "less_than_equal"),
+            ("1e16", "less_than_equal"),
+            ("-1e16", "greater_than_equal"),
+            ("1e30", "int_parsing_size"),
+            ("9.3e18", "int_parsing_size"),
+            ("1.5", "int_from_float"),
+        ] {
+            let body: Value = serde_json::from_str(&format!(r#"{{"n": {raw}}}"#)).unwrap();
+            let mut fields = Fields::of(&body).unwrap();
+            assert_eq!(fields.int("n", true, 1, 100), None, "{raw}");
+            let issue = &fields.finish().unwrap_err().detail[0];
+            assert_eq!(issue.kind, kind, "{raw}");
+            assert_eq!(issue.input, body["n"], "{raw}");
+        }
     }
 
     #[test]
