@@ -13,7 +13,9 @@
 //!    (HTTP/1 has no way to announce that, which is why the delay matters). The listener stays open meanwhile, and
 //!    new connections get a draining answer (`/readyz` 503, `/healthz` 200, anything else 503 with
 //!    `Connection: close`) instead of a refused connection;
-//! 3. the listener closes and the outcome says whether the drain finished in time.
+//! 3. the listener closes once no connection has arrived for 100 ms (closing it resets connections the kernel has
+//!    accepted and the server has not yet: a client reconnecting right after the delay would lose its request), and
+//!    the outcome says whether the drain finished in time.
 //!
 //! Each connection is served by its own task, which watches the server's [`Phase`] and decides when to ask hyper
 //! for a graceful close (hyper-util's `GracefulShutdown` can only close every connection at once, whatever its
@@ -60,6 +62,10 @@ const HTTP2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
 /// sends its request right after connecting, so anything older is a pre-opened or silent connection; waiting for
 /// it the full header read timeout would let one silent client hold every drain to its deadline.
 const DRAIN_FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
+
+/// How long the listener must have been quiet (no connection waiting) before it closes at the end of a drain, and how
+/// long the last late arrivals then get to be answered.
+const LISTENER_LINGER: Duration = Duration::from_millis(100);
 
 /// Where the serve loop is; every connection task watches it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,11 +152,18 @@ pub async fn serve(
         "draining in-flight requests"
     );
     phase.send_replace(Phase::Draining);
-    let drained = tokio::time::timeout(options.drain_timeout, phase.closed());
+    let deadline = Instant::now() + options.drain_timeout;
+    let drained = tokio::time::timeout_at(deadline, phase.closed());
     // Connections arriving during the drain are not waited for: each gets one draining answer and is closed.
     let (late_arrivals, _) = watch::channel(Phase::Draining);
-    let outcome = connections.accept_until(&listener, &draining_router(health), &late_arrivals, drained).await;
+    let draining_app = draining_router(health);
+    let outcome = connections.accept_until(&listener, &draining_app, &late_arrivals, drained).await;
+    // Closing the listener resets the connections the kernel has accepted but the server has not: a client told to
+    // reconnect at the end of the delay would lose the request it sent on one. So the listener stays until no
+    // connection has come for a moment (within the drain deadline), and those connections get their answer.
+    connections.accept_while_arriving(&listener, &draining_app, &late_arrivals, deadline).await;
     drop(listener);
+    let _ = tokio::time::timeout(LISTENER_LINGER, late_arrivals.closed()).await;
 
     match outcome {
         Ok(()) => {
@@ -245,6 +258,26 @@ impl Connections {
                 },
             };
             self.spawn_connection(stream, app.clone(), phase.subscribe(), permit);
+        }
+    }
+
+    /// Accepts and serves connections until none has arrived for [`LISTENER_LINGER`], or `deadline` has passed.
+    async fn accept_while_arriving(
+        &self,
+        listener: &TcpListener,
+        app: &Router,
+        phase: &watch::Sender<Phase>,
+        deadline: Instant,
+    ) {
+        while Instant::now() < deadline {
+            match tokio::time::timeout(LISTENER_LINGER, listener.accept()).await {
+                Ok(Ok((stream, _peer))) => self.spawn_connection(stream, app.clone(), phase.subscribe(), None),
+                Ok(Err(err)) => {
+                    tracing::error!(error = %err, "accept failed");
+                    return;
+                }
+                Err(_quiet) => return,
+            }
         }
     }
 

@@ -91,6 +91,54 @@ async fn keep_alive_clients_lose_no_request_when_a_replica_shuts_down() {
     }
 }
 
+/// Sends `GET url` back to back until the agent answers that it is shutting down (503) or stops accepting
+/// connections, as a client would before moving elsewhere; counts the requests that got no answer at all.
+async fn hammer_until_gone(client: reqwest::Client, url: String) -> Seen {
+    let mut seen = Seen::default();
+    let give_up = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < give_up {
+        match client.get(&url).send().await {
+            Ok(response) if response.status() == StatusCode::OK => match response.bytes().await {
+                Ok(_) => seen.ok += 1,
+                Err(err) => seen.failures.push(format!("body cut off: {err:?}")),
+            },
+            Ok(response) if response.status() == StatusCode::SERVICE_UNAVAILABLE => return seen,
+            Ok(response) => seen.failures.push(format!("status {}", response.status())),
+            Err(err) if err.is_connect() => return seen,
+            Err(err) => seen.failures.push(format!("{err:?}")),
+        }
+    }
+    seen.failures.push("still served after 10 s".to_owned());
+    seen
+}
+
+/// The single-replica case: nobody takes the agent out of a balancer, its keep-alive clients keep coming until it
+/// answers 503 or refuses connections. Each of them must get an answer or a refused connection, never a request
+/// lost in flight, including when the listener closes right after a fast drain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_of_a_lone_agent_get_an_answer_or_a_refusal_never_a_lost_request() {
+    const CLIENTS: usize = 8;
+    for round in 0..3 {
+        let mut config = data::Config::for_tests();
+        config.server.shutdown_delay = Duration::from_millis(300);
+        let (mut data, seen) = spawn_counted_data(config).await;
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|_| {
+                let client = shared::http_client::builder().no_proxy().timeout(Duration::from_secs(5)).build();
+                tokio::spawn(hammer_until_gone(client.unwrap(), data.url("/data")))
+            })
+            .collect();
+        wait_until("load", || seen.requests_seen() >= 20 * CLIENTS as u64).await;
+        data.begin_shutdown();
+        assert_eq!(data.finished().await, DrainOutcome::Complete);
+        let mut failures = Vec::new();
+        for client in clients {
+            failures.extend(client.await.unwrap().failures);
+        }
+        assert!(failures.is_empty(), "round {round}: requests lost: {failures:#?}");
+    }
+}
+
 /// During SHUTDOWN_DELAY an HTTP/1 answer says `Connection: close`, so the client's next request goes elsewhere.
 #[tokio::test]
 async fn during_the_delay_http1_answers_close_their_connection() {
