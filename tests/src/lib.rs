@@ -8,7 +8,7 @@ use std::{
     future::Future,
     io::{BufRead, BufReader},
     net::SocketAddr,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, ChildStdout, Command, Stdio},
     sync::{
         Arc, Mutex,
@@ -390,13 +390,21 @@ pub fn client() -> reqwest::Client {
     shared::http_client::builder().timeout(Duration::from_secs(10)).no_proxy().build().expect("client builds")
 }
 
-/// Path of a compiled workspace binary (built by `cargo test --workspace` or `cargo build`).
+/// Path of a compiled workspace binary: in `AGENT_BIN_DIR` when that is set (scripts/ci/hardening.sh points it at the
+/// release builds), else next to the test executable (built by `cargo test --workspace` or `cargo build`).
 pub fn binary(name: &str) -> PathBuf {
-    let mut dir = std::env::current_exe().expect("test executable path");
-    dir.pop(); // the test executable
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
+    let dir = match std::env::var_os("AGENT_BIN_DIR") {
+        // Relative to the workspace root, not to this crate's directory where cargo runs the tests.
+        Some(dir) => Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(dir),
+        None => {
+            let mut dir = std::env::current_exe().expect("test executable path");
+            dir.pop(); // the test executable
+            if dir.ends_with("deps") {
+                dir.pop();
+            }
+            dir
+        }
+    };
     let path = dir.join(name);
     assert!(
         path.exists(),
@@ -425,7 +433,18 @@ impl AgentProcess {
     /// Like [`AgentProcess::start`], waiting up to `bound` for the "listening" line (an agent with a sidecar
     /// waits for the sidecar first).
     pub fn start_within(binary: &str, envs: &[(&str, &str)], bound: Duration) -> Self {
-        let mut child = Command::new(self::binary(binary))
+        Self::launch(Command::new(self::binary(binary)), binary, envs, bound)
+    }
+
+    /// Like [`AgentProcess::start`], with at most `max_fds` open file descriptors (`ulimit -n`).
+    pub fn start_with_fd_limit(binary: &str, envs: &[(&str, &str)], max_fds: u32) -> Self {
+        let mut command = Command::new("sh");
+        command.args(["-c", &format!("ulimit -n {max_fds} && exec \"$0\""), &self::binary(binary).to_string_lossy()]);
+        Self::launch(command, binary, envs, Duration::from_secs(10))
+    }
+
+    fn launch(mut command: Command, binary: &str, envs: &[(&str, &str)], bound: Duration) -> Self {
+        let mut child = command
             .env_clear()
             .envs([("PORT", "0"), ("BIND_ADDR", "127.0.0.1"), ("LOG_FORMAT", "json")])
             .envs(envs.iter().copied())
@@ -438,12 +457,16 @@ impl AgentProcess {
             let line = lines
                 .recv_timeout(bound)
                 .unwrap_or_else(|_| panic!("{binary} did not print its listening line within {bound:?}"));
-            let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
-            if event["message"].as_str().is_some_and(|m| m.ends_with("listening")) {
-                break event["addr"].as_str().expect("addr field").parse().expect("socket address");
+            if let Some(addr) = listening_addr(&line) {
+                break addr;
             }
         };
         Self { child, addr, lines }
+    }
+
+    /// Process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Sends SIGTERM (via kill(1), keeping this crate free of unsafe code).
@@ -473,6 +496,22 @@ impl Drop for AgentProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The address in an agent's "listening" log line, JSON (`"addr":"…"`) or text (`addr=…`).
+fn listening_addr(line: &str) -> Option<SocketAddr> {
+    if let Ok(event) = serde_json::from_str::<serde_json::Value>(line) {
+        return event["message"]
+            .as_str()
+            .filter(|m| m.ends_with("listening"))
+            .and(event["addr"].as_str())?
+            .parse()
+            .ok();
+    }
+    line.contains("listening")
+        .then(|| line.split_whitespace().find_map(|field| field.strip_prefix("addr=")))??
+        .parse()
+        .ok()
 }
 
 fn read_lines(stdout: ChildStdout) -> mpsc::Receiver<String> {
