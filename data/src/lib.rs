@@ -150,13 +150,9 @@ pub struct UpdateBody {
             body = UpdateBody),
         (status = 401, description = "APP_API_TOKEN is set and the call has no dapr-api-token",
             body = shared::errors::ErrorBody),
-        (status = 400, description = "The body broke off or its framing is malformed",
-            body = shared::errors::ErrorBody),
         (status = 403, description = "The dapr-api-token is wrong", body = shared::errors::ErrorBody),
-        (status = 408, description = "The body did not arrive within BODY_READ_TIMEOUT",
-            body = shared::errors::ErrorBody),
-        (status = 413, description = "The body is larger than MAX_BODY_BYTES", body = shared::errors::ErrorBody),
         (status = 422, description = "The body is missing, not JSON, or invalid", body = ValidationErrorBody),
+        shared::request_body::BodyReadErrors,
     ))]
 pub async fn put_data(
     State(state): State<AppState>,

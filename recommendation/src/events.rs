@@ -124,11 +124,7 @@ pub async fn subscribe(State(state): State<AppState>) -> Json<Vec<Subscription>>
     responses(
         (status = 200, description = "SUCCESS, RETRY or DROP, as Dapr's pub/sub contract defines",
             body = DeliveryAnswer),
-        (status = 400, description = "The body broke off or its framing is malformed",
-            body = shared::errors::ErrorBody),
-        (status = 408, description = "The body did not arrive within BODY_READ_TIMEOUT",
-            body = shared::errors::ErrorBody),
-        (status = 413, description = "The body is larger than MAX_BODY_BYTES", body = shared::errors::ErrorBody),
+        shared::request_body::BodyReadErrors,
     ))]
 pub async fn data_updated(
     State(state): State<AppState>,

@@ -442,15 +442,11 @@ pub async fn get_preferences(
     ),
     responses(
         (status = 200, description = "Stored; the ETag header names the new version", body = Preferences),
-        (status = 400, description = "The body broke off or its framing is malformed",
-            body = shared::errors::ErrorBody),
-        (status = 408, description = "The body did not arrive within BODY_READ_TIMEOUT",
-            body = shared::errors::ErrorBody),
         (status = 412, description = "If-Match names an old version", body = shared::errors::ErrorBody),
-        (status = 413, description = "The body is larger than MAX_BODY_BYTES", body = shared::errors::ErrorBody),
         (status = 422, description = "Invalid user id or body", body = ValidationErrorBody),
         (status = 503, description = "The state store is unavailable or too contended",
             body = shared::errors::ErrorBody),
+        shared::request_body::BodyReadErrors,
     ))]
 pub async fn put_preferences(
     State(state): State<AppState>,

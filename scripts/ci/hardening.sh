@@ -27,8 +27,8 @@ done
 echo "attacking $bin_dir/{data,recommendation}"
 
 step "attack suite (tests/tests/hardening.rs)"
-nice cargo test --locked -p agent-tests --test hardening --no-run 2>&1 | tail -1
-tests=$(cargo test --locked -q -p agent-tests --test hardening -- --ignored --list 2>/dev/null | sed -n 's/: test$//p')
+nice cargo test --workspace --locked --test hardening --no-run 2>&1 | tail -1
+tests=$(cargo test --workspace --locked -q --test hardening -- --ignored --list 2>/dev/null | sed -n 's/: test$//p')
 [ -n "$tests" ] || { echo "FAIL - no attacks found"; exit 1; }
 
 tmp=$(mktemp -d)
@@ -39,7 +39,7 @@ for test in $tests; do
   finding=$(echo "$test" | sed -E 's/^f0*([0-9]+)_.*/F\1/')
   step "$finding: $test"
   started=$SECONDS
-  if AGENT_BIN_DIR="$bin_dir" timeout "$attack_timeout" cargo test --locked -q -p agent-tests --test hardening -- \
+  if AGENT_BIN_DIR="$bin_dir" timeout "$attack_timeout" cargo test --workspace --locked -q --test hardening -- \
     --ignored --exact "$test" --nocapture >"$tmp/$test.log" 2>&1; then
     verdict=pass
   else

@@ -33,7 +33,11 @@ use hyper::body::{Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 use tower::{Layer, Service};
 
-use crate::{config::ServerArgs, errors::json_error, validation::ValidationErrorBody};
+use crate::{
+    config::ServerArgs,
+    errors::{ErrorBody, json_error},
+    validation::ValidationErrorBody,
+};
 
 /// The bounds on one request body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,6 +119,21 @@ impl<S: Send + Sync> FromRequest<S> for BodyBytes {
     async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
         read(req.into_body()).await.map(Self)
     }
+}
+
+/// The answers of a route that reads a body when the body cannot be read, for its OpenAPI description:
+/// `responses(..., BodyReadErrors)` in `#[utoipa::path]`.
+#[derive(Debug, utoipa::IntoResponses)]
+pub enum BodyReadErrors {
+    /// The body broke off or its framing is malformed.
+    #[response(status = 400)]
+    Unreadable(ErrorBody),
+    /// The body did not arrive within BODY_READ_TIMEOUT.
+    #[response(status = 408)]
+    TimedOut(ErrorBody),
+    /// The body is larger than MAX_BODY_BYTES.
+    #[response(status = 413)]
+    TooLarge(ErrorBody),
 }
 
 /// Reads a whole request body within the bounds the [`RequestBodyLayer`] put on it.
