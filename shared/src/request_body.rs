@@ -331,6 +331,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_declared_body_over_the_limit_is_refused_unread_and_a_chunked_one_once_past_it() {
+        let too_large =
+            (StatusCode::PAYLOAD_TOO_LARGE, r#"{"detail":"Request body too large: the limit is 16 bytes"}"#);
+        // Declared: refused before anything is read, even on a route that never reads it.
+        let (_sender, never_sent) = Channel::<Bytes, std::convert::Infallible>::new(1);
+        let declared = Request::post("/echo").header(header::CONTENT_LENGTH, "17").body(Body::new(never_sent)).unwrap();
+        let response = echo().oneshot(declared).await.unwrap();
+        assert_eq!(status_and_body(response).await, (too_large.0, too_large.1.to_owned()));
+        // Undeclared: stopped as soon as more than the limit has arrived.
+        let chunked = Request::post("/echo").body(Body::from(vec![b'x'; 40])).unwrap();
+        let response = echo().oneshot(chunked).await.unwrap();
+        assert_eq!(status_and_body(response).await, (too_large.0, too_large.1.to_owned()));
+    }
+
+    #[tokio::test]
     async fn a_body_within_the_bounds_is_read_whole() {
         let response = echo().oneshot(Request::post("/echo").body(Body::from("0123456789abcdef")).unwrap()).await;
         assert_eq!(status_and_body(response.unwrap()).await, (StatusCode::OK, "16".to_owned()));

@@ -301,14 +301,15 @@ impl Connections {
                 req.map(Body::new)
             })
             .map_future(move |response| {
-                let (closing, state) = (closing.clone(), answering.clone());
-                let in_flight = InFlight::start(state.clone());
+                let closing = closing.clone();
+                let in_flight = InFlight::start(answering.clone());
                 async move {
                     let mut response = response.await?;
+                    let http2 = in_flight.0.http2.load(Ordering::Relaxed);
                     drop(in_flight);
                     // HTTP/1 cannot announce a close ahead of time; an answer saying so is the clean way out. (The
                     // header is not allowed in HTTP/2, whose connections are sent a GOAWAY instead.)
-                    if *closing.borrow() != Phase::Serving && !state.http2.load(Ordering::Relaxed) {
+                    if !http2 && *closing.borrow() != Phase::Serving {
                         response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
                     }
                     Ok::<_, std::convert::Infallible>(response)
