@@ -17,7 +17,7 @@
 //!    accepted and the server has not yet: a client reconnecting right after the delay would lose its request), and
 //!    the outcome says whether the drain finished in time.
 //!
-//! Each connection is served by its own task, which watches the server's [`Phase`] and decides when to ask hyper
+//! Each connection is served by its own task, which watches the server's phase (`Phase`) and decides when to ask hyper
 //! for a graceful close (hyper-util's `GracefulShutdown` can only close every connection at once, whatever its
 //! protocol, which is what step 1 must not do).
 
