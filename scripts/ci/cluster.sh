@@ -86,6 +86,8 @@ host_snapshot() {
   sysctl vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops kernel.keys.root_maxkeys \
     kernel.keys.root_maxbytes net.ipv4.ip_forward net.bridge.bridge-nf-call-iptables net.netfilter.nf_conntrack_max \
     net.ipv4.conf.all.route_localnet 2>/dev/null
+  # Which AGENT_MESH_CLUSTER instances exist now, so without_other_clusters can tell theirs from this one's.
+  echo "## clusters"; find /var/lib/agent-mesh -mindepth 1 -maxdepth 1 -type d 2>/dev/null | sort
   echo "## paths"
   ls -d /var/log/containers /var/log/pods /run/containerd /var/lib/cni /run/xtables.lock /var/lib/kubelet \
     /etc/kubernetes /etc/cni /opt/cni /opt/containerd /var/lib/containerd /run/netns /var/run/kubernetes \
