@@ -11,7 +11,7 @@ use std::{
 };
 
 use serde_json::Value;
-use shared::propagation::TraceHeaders;
+use shared::obs::TraceHeaders;
 
 use crate::{DataAnswer, DataClient, Error};
 

@@ -24,13 +24,13 @@ use backon::Retryable;
 use reqwest::header::{ACCEPT, CONTENT_LENGTH, HeaderMap, HeaderValue};
 use serde::Serialize;
 use serde_json::Value;
-use shared::propagation::TraceHeaders;
+use shared::obs::TraceHeaders;
 use tracing::Instrument;
 use url::Url;
 
 use crate::{
     breaker::{CircuitBreaker, CircuitSnapshot},
-    config::{DataArgs, DataMode},
+    config::{Config, DataMode},
     data_telemetry::DataCall,
     error::Error,
     retry::{self, RetryPolicy},
@@ -123,8 +123,9 @@ impl StaleCache {
 
 impl DataClient {
     /// Builds the client from settings.
-    pub fn new(args: &DataArgs) -> Result<Self, reqwest::Error> {
-        let http = shared::http_client::builder()
+    pub fn new(config: &Config) -> Result<Self, reqwest::Error> {
+        let args = &config.data;
+        let http = shared::http::client::builder()
             // Each attempt is bounded by its own timer (see `attempt`), which knows the request deadline.
             .connect_timeout(args.data_connect_timeout)
             // The data agent is addressed by name inside the cluster or compose network; a proxy set for the
@@ -141,15 +142,15 @@ impl DataClient {
         describe_metrics();
         Ok(Self {
             http,
-            mode: args.mode(),
-            endpoint: args.data_endpoint(),
+            mode: config.data_mode(),
+            endpoint: config.data_endpoint(),
             attempt_timeout: args.data_timeout,
             deadline: args.request_deadline,
             retry: RetryPolicy::new(args),
             breaker: CircuitBreaker::new(args.data_breaker_threshold, args.data_breaker_cooldown),
             stale: StaleCache { ttl: args.stale_cache_ttl, last_good: Arc::default() },
             last_call: Arc::default(),
-            auth_headers: match (args.mode(), &args.data_api_token) {
+            auth_headers: match (config.data_mode(), &args.data_api_token) {
                 (DataMode::Direct, Some(token)) => {
                     let mut value = HeaderValue::from_str(token).expect("DATA_API_TOKEN was checked when parsed");
                     value.set_sensitive(true);

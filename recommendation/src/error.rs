@@ -9,7 +9,7 @@ use axum::{
     http::{HeaderValue, StatusCode, header::RETRY_AFTER},
     response::{IntoResponse, Response},
 };
-use shared::{errors::json_error, validation::ValidationErrorBody};
+use shared::fastapi::{ValidationErrorBody, json_error};
 
 /// Failure of a recommendation request.
 #[derive(Debug, thiserror::Error)]

@@ -29,11 +29,8 @@ use lru::LruCache;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use shared::{
-    body::{Fields, JsonBody},
     dapr::{Sidecar, SidecarError, StateItem},
-    errors::json_error,
-    request_body::BodyRejection,
-    validation::{LossyPathParams, ValidationErrorBody, ValidationIssue},
+    fastapi::{BodyRejection, Fields, JsonBody, LossyPathParams, ValidationErrorBody, ValidationIssue, json_error},
 };
 use utoipa::ToSchema;
 
@@ -421,9 +418,9 @@ impl IntoResponse for UserError {
     params(("user_id" = String, Path, description = "User id", pattern = "^[A-Za-z0-9._-]{1,64}$")),
     responses(
         (status = 200, description = "The preferences; the ETag header names their version", body = Preferences),
-        (status = 404, description = "None stored", body = shared::errors::ErrorBody),
+        (status = 404, description = "None stored", body = shared::fastapi::errors::ErrorBody),
         (status = 422, description = "Invalid user id", body = ValidationErrorBody),
-        (status = 503, description = "The state store is unavailable", body = shared::errors::ErrorBody),
+        (status = 503, description = "The state store is unavailable", body = shared::fastapi::errors::ErrorBody),
     ))]
 pub async fn get_preferences(
     State(state): State<AppState>,
@@ -442,11 +439,11 @@ pub async fn get_preferences(
     ),
     responses(
         (status = 200, description = "Stored; the ETag header names the new version", body = Preferences),
-        (status = 412, description = "If-Match names an old version", body = shared::errors::ErrorBody),
+        (status = 412, description = "If-Match names an old version", body = shared::fastapi::errors::ErrorBody),
         (status = 422, description = "Invalid user id or body", body = ValidationErrorBody),
         (status = 503, description = "The state store is unavailable or too contended",
-            body = shared::errors::ErrorBody),
-        shared::request_body::BodyReadErrors,
+            body = shared::fastapi::errors::ErrorBody),
+        shared::fastapi::BodyReadErrors,
     ))]
 pub async fn put_preferences(
     State(state): State<AppState>,

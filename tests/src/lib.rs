@@ -19,7 +19,7 @@ use std::{
 };
 
 use axum::Router;
-use shared::server::DrainOutcome;
+use shared::http::DrainOutcome;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpListener,
@@ -33,7 +33,7 @@ pub struct RunningAgent {
     /// Where it listens.
     pub addr: SocketAddr,
     /// Its readiness state.
-    pub health: shared::health::Health,
+    pub health: shared::http::health::Health,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<DrainOutcome>>,
 }
@@ -72,7 +72,7 @@ impl RunningAgent {
     }
 }
 
-async fn spawn_with<F, Fut>(listener: TcpListener, health: shared::health::Health, run: F) -> RunningAgent
+async fn spawn_with<F, Fut>(listener: TcpListener, health: shared::http::health::Health, run: F) -> RunningAgent
 where
     F: FnOnce(TcpListener, oneshot::Receiver<()>) -> Fut,
     Fut: Future<Output = std::io::Result<DrainOutcome>> + Send + 'static,
@@ -387,7 +387,7 @@ pub async fn h2_get(
 
 /// A shared HTTP client for tests, with a bound on every call so a hang fails the test instead of stalling it.
 pub fn client() -> reqwest::Client {
-    shared::http_client::builder().timeout(Duration::from_secs(10)).no_proxy().build().expect("client builds")
+    shared::http::client::builder().timeout(Duration::from_secs(10)).no_proxy().build().expect("client builds")
 }
 
 /// Path of a compiled workspace binary: in `AGENT_BIN_DIR` when that is set (scripts/ci/hardening.sh points it at the
