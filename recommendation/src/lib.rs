@@ -35,9 +35,9 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use cache::DataCache;
 pub use config::Config;
 pub use data_client::{DataAnswer, DataClient};
-pub use error::Error;
+pub use error::{ApiError, DataError};
 use events::{EventCounts, Events, Subscription};
-use state::{Backend, Preferences, StateError, UserState};
+use state::{Backend, Preferences, UserState};
 
 /// Accepted values of `limit` (FastAPI: `Query(ge=1, le=100)`).
 pub const LIMIT_RANGE: std::ops::RangeInclusive<i64> = 1..=100;
@@ -189,36 +189,6 @@ impl Agent for AppState {
     }
 }
 
-/// Failure of `/recommend`: the data call, or the user's state.
-#[derive(Debug)]
-pub enum RecommendFailure {
-    /// The data call or the query parameters.
-    Data(Error),
-    /// The user's state.
-    State(StateError),
-}
-
-impl From<Error> for RecommendFailure {
-    fn from(err: Error) -> Self {
-        Self::Data(err)
-    }
-}
-
-impl From<StateError> for RecommendFailure {
-    fn from(err: StateError) -> Self {
-        Self::State(err)
-    }
-}
-
-impl IntoResponse for RecommendFailure {
-    fn into_response(self) -> Response {
-        match self {
-            Self::Data(err) => err.into_response(),
-            Self::State(err) => err.into_response(),
-        }
-    }
-}
-
 /// Header set to `true` on a 200 built on the last good data answer because data was unavailable.
 pub const DATA_STALE: &str = "x-data-stale";
 /// Header giving the age in whole seconds of the stale data answer a 200 was built on.
@@ -247,7 +217,7 @@ pub async fn recommend(
     State(state): State<AppState>,
     query: QueryParams,
     trace: TraceHeaders,
-) -> Result<Response, RecommendFailure> {
+) -> Result<Response, ApiError> {
     let limit = query.optional_int("limit", LIMIT_RANGE).map_err(|issue| *issue);
     let user = query.get("user").map(|raw| state::check_user_id(raw, "query", "user")).transpose();
     // Every invalid parameter is reported at once, in declaration order, as FastAPI does.
@@ -256,7 +226,7 @@ pub async fn recommend(
         (limit, user) => {
             let mut detail: Vec<_> = limit.err().into_iter().collect();
             detail.extend(user.err().into_iter().flat_map(|body| body.detail));
-            return Err(Error::Validation(ValidationErrorBody { detail }).into());
+            return Err(ApiError::Validation(ValidationErrorBody { detail }));
         }
     };
     tracing::debug!(limit, user, "recommendation requested");

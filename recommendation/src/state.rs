@@ -16,7 +16,7 @@
 use std::{
     num::NonZeroUsize,
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use axum::{
@@ -35,6 +35,7 @@ use shared::{
 use utoipa::ToSchema;
 
 use crate::AppState;
+use tokio::time::Instant;
 
 /// What a user id must look like (FastAPI: `Path(pattern=...)` / `Query(pattern=...)`).
 pub const USER_ID_PATTERN: &str = "^[A-Za-z0-9._-]{1,64}$";
