@@ -10,6 +10,7 @@ pub mod error;
 pub mod events;
 pub mod retry;
 pub mod state;
+pub mod users;
 
 use std::{future::Future, io, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -165,7 +166,7 @@ impl Agent for AppState {
     fn routes(&self) -> Router {
         Router::new()
             .route("/recommend", get(recommend))
-            .route("/users/{user_id}/preferences", get(state::get_preferences).put(state::put_preferences))
+            .route("/users/{user_id}/preferences", get(users::get_preferences).put(users::put_preferences))
             .route("/dapr/subscribe", get(events::subscribe))
             .route(events::DELIVERY_ROUTE, post(events::data_updated))
             .with_state(self.clone())
@@ -259,7 +260,7 @@ pub async fn recommend(
 #[derive(OpenApi)]
 #[openapi(
     info(title = "recommendation agent", description = "Builds recommendations on what the data agent returns."),
-    paths(recommend, state::get_preferences, state::put_preferences, events::subscribe, events::data_updated,
+    paths(recommend, users::get_preferences, users::put_preferences, events::subscribe, events::data_updated,
         shared::http::health::healthz, shared::http::health::readyz, shared::obs::metrics::metrics_handler),
     components(schemas(RecommendationBody, Preferences, Subscription, events::DeliveryAnswer, events::DeliveryStatus,
         shared::fastapi::errors::ErrorBody, ValidationErrorBody)),
