@@ -92,7 +92,7 @@ impl<'a> DataCall<'a> {
         self.span.clone()
     }
 
-    /// Records the outcome (`ok` or an [`crate::Error::outcome`] label) and how long the call took.
+    /// Records the outcome (`ok` or an [`crate::DataError::outcome`] label) and how long the call took.
     pub fn finish(self, outcome: &'static str, elapsed: Duration) {
         if shared::obs::metrics::enabled() {
             let (calls, duration) = handles(self.mode.as_str(), outcome);
