@@ -210,6 +210,16 @@ if "defaults" in modes and "minimal" in modes:
     extra = [m["defaults"] / m["minimal"] - 1 for m in cpu.values() if "defaults" in m and "minimal" in m]
     print(f"default telemetry vs minimised: {statistics.median(extra) * 100:.1f} % more CPU per request in the two "
           f"agents together; per round: {', '.join(f'{e * 100:.1f}' for e in extra)}")
+def ratio(mode):
+    ratios = [m[mode] / m["bare"] for m in by_round.values() if mode in m and "bare" in m]
+    if ratios:
+        med = statistics.median(ratios)
+        verdict = "meets" if med >= 0.8 else "BELOW"
+        print(f"{mode} / bare chain throughput: {med:.2f}x (median of per-round ratios; goal >= 0.80x: {verdict}); "
+              f"per round: {', '.join(f'{x:.2f}' for x in ratios)}")
+for mode in modes:
+    if mode != "bare":
+        ratio(mode)
 for mode in modes:
     if mode == "defaults":
         cost(mode, "minimal", "default telemetry vs minimised (budget: 15 %)")

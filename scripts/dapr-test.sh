@@ -9,10 +9,9 @@ cd "$root"
 AGENT_MESH_DAPRD=$(bash scripts/tools/install-daprd.sh | tail -n1)
 AGENT_MESH_REDIS_SERVER=$(bash scripts/tools/install-redis.sh | tail -n1)
 export AGENT_MESH_DAPRD AGENT_MESH_REDIS_SERVER
-# A skip request from the caller's environment must not turn this check into a silent pass.
-unset AGENT_MESH_SKIP_DAPR
 
 # The tests run the agent binaries: build them first (cargo test alone does not rebuild binaries of other
 # packages).
 nice cargo build --locked --bins
-nice cargo test --locked -p agent-tests --test dapr
+# The Dapr tests are #[ignore]d so that plain `cargo test` needs no installers; here they all run.
+nice cargo test --locked -p agent-tests --test dapr -- --ignored

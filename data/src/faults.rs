@@ -13,7 +13,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use http_body_util::channel::Channel;
-use shared::errors::json_error;
+use shared::fastapi::errors::json_error;
 
 use crate::config::{FaultArgs, FaultBody};
 

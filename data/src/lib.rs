@@ -6,35 +6,28 @@ pub mod faults;
 pub mod publish;
 pub mod store;
 
-use std::{future::Future, io, sync::Arc, time::Duration};
+use std::{future::Future, io, net::SocketAddr, sync::Arc};
 
 use axum::{
-    Json, Router,
+    BoxError, Json, Router,
     extract::State,
     response::{IntoResponse, Response},
     routing::get,
 };
 use serde::{Deserialize, Serialize};
 use shared::{
-    body::{Fields, JsonBody},
-    dapr::Sidecar,
-    health::Health,
-    limits::Limits,
-    propagation::TraceHeaders,
-    request_body::BodyRejection,
-    server::{DrainOutcome, ServeOptions},
-    validation::ValidationErrorBody,
+    agent::{Agent, CommonArgs, Core},
+    fastapi::{BodyRejection, Fields, JsonBody, ValidationErrorBody},
+    http::DrainOutcome,
+    obs::TraceHeaders,
 };
 use tokio::net::TcpListener;
 use utoipa::{OpenApi, ToSchema};
 
-pub use config::{Cli, Config};
+pub use config::Config;
 pub use faults::Faults;
 use publish::{EventOutcome, Publisher};
 use store::{DataStore, Snapshot};
-
-/// Bound on one call to the Dapr sidecar (publish, secrets).
-const SIDECAR_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Longest `processed_data` accepted by `PUT /data`, in characters.
 pub const MAX_DATA_CHARS: usize = 1000;
@@ -50,35 +43,21 @@ pub struct DataBody {
 /// Shared state of one data agent process.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    health: Health,
-    serve_options: ServeOptions,
-    limits: Limits,
+    core: Core,
     faults: Arc<Faults>,
     store: DataStore,
     publisher: Option<Publisher>,
-    app_api_token: Option<String>,
 }
 
 impl AppState {
     /// Builds the state from settings.
     pub fn new(config: &Config) -> Self {
-        let publisher = match config.events.dapr_http_port {
-            Some(port) => {
-                let sidecar = Sidecar::new(port, config.dapr.dapr_api_token(), SIDECAR_TIMEOUT)
-                    .expect("the sidecar client builds: DAPR_API_TOKEN was checked when parsed");
-                Some(Publisher::new(sidecar, config.events.pubsub_name.clone(), config.events.pubsub_topic.clone()))
-            }
-            None => None,
-        };
-        Self {
-            health: Health::new(),
-            serve_options: ServeOptions::from(&config.server),
-            limits: Limits::from(&config.server),
-            faults: Arc::new(Faults::new(config.faults.clone())),
-            store: DataStore::default(),
-            publisher,
-            app_api_token: config.dapr.app_api_token().map(str::to_owned),
-        }
+        let dapr = &config.common.dapr;
+        let core = Core::new(&config.common, dapr.dapr_http_port);
+        let publisher = core
+            .sidecar()
+            .map(|sidecar| Publisher::new(sidecar.clone(), dapr.pubsub_name.clone(), dapr.pubsub_topic.clone()));
+        Self { core, faults: Arc::new(Faults::new(config.faults.clone())), store: DataStore::default(), publisher }
     }
 
     /// The fault injection in effect, with its count of `GET /data` requests.
@@ -86,19 +65,44 @@ impl AppState {
         &self.faults
     }
 
-    /// The Dapr sidecar, when one is configured.
-    pub fn sidecar(&self) -> Option<&Sidecar> {
-        self.publisher.as_ref().map(Publisher::sidecar)
-    }
-
-    /// Sets the token calls must carry (read from the secret store at startup).
-    pub fn set_app_api_token(&mut self, token: Option<String>) {
-        self.app_api_token = token;
-    }
-
     /// Readiness of this process (tests use it to observe draining).
-    pub fn health(&self) -> &Health {
-        &self.health
+    pub fn health(&self) -> &shared::http::Health {
+        self.core.health()
+    }
+}
+
+impl Agent for AppState {
+    const NAME: &'static str = "data";
+    const ABOUT: &'static str = "The data agent: serves processed insights at GET /data.";
+    type Config = Config;
+
+    fn common(config: &Config) -> &CommonArgs {
+        &config.common
+    }
+
+    fn new(config: &Config) -> Result<Self, BoxError> {
+        Ok(Self::new(config))
+    }
+
+    fn core(&self) -> &Core {
+        &self.core
+    }
+
+    fn core_mut(&mut self) -> &mut Core {
+        &mut self.core
+    }
+
+    fn routes(&self) -> Router {
+        Router::new().route("/data", get(get_data).put(put_data)).with_state(self.clone())
+    }
+
+    fn openapi() -> utoipa::openapi::OpenApi {
+        ApiDoc::openapi()
+    }
+
+    fn started(&self, addr: SocketAddr) {
+        tracing::info!(%addr, version = env!("CARGO_PKG_VERSION"), "data agent listening");
+        self.faults.warn_if_active();
     }
 }
 
@@ -149,10 +153,10 @@ pub struct UpdateBody {
         (status = 200, description = "The data was replaced; `event` tells whether subscribers were told",
             body = UpdateBody),
         (status = 401, description = "APP_API_TOKEN is set and the call has no dapr-api-token",
-            body = shared::errors::ErrorBody),
-        (status = 403, description = "The dapr-api-token is wrong", body = shared::errors::ErrorBody),
+            body = shared::fastapi::errors::ErrorBody),
+        (status = 403, description = "The dapr-api-token is wrong", body = shared::fastapi::errors::ErrorBody),
         (status = 422, description = "The body is missing, not JSON, or invalid", body = ValidationErrorBody),
-        shared::request_body::BodyReadErrors,
+        shared::fastapi::BodyReadErrors,
     ))]
 pub async fn put_data(
     State(state): State<AppState>,
@@ -173,8 +177,8 @@ pub async fn put_data(
 #[derive(OpenApi)]
 #[openapi(
     info(title = "data agent", description = "Serves processed insights to the recommendation agent."),
-    paths(get_data, put_data, shared::health::healthz, shared::health::readyz, shared::metrics::metrics_handler),
-    components(schemas(DataBody, DataUpdate, UpdateBody, Snapshot, EventOutcome, shared::errors::ErrorBody,
+    paths(get_data, put_data, shared::http::health::healthz, shared::http::health::readyz, shared::obs::metrics::metrics_handler),
+    components(schemas(DataBody, DataUpdate, UpdateBody, Snapshot, EventOutcome, shared::fastapi::errors::ErrorBody,
         ValidationErrorBody)),
     tags((name = "data", description = "Insights"), (name = "health", description = "Probes"),
         (name = "observability", description = "Metrics")),
@@ -183,23 +187,14 @@ pub struct ApiDoc;
 
 /// All routes with the shared layers; no I/O, so tests can drive it with `oneshot`.
 pub fn router(state: AppState) -> Router {
-    let own_routes = Router::new().route("/data", get(get_data).put(put_data)).with_state(state.clone());
-    shared::middleware::agent_router(
-        own_routes,
-        &state.health,
-        ApiDoc::openapi(),
-        state.app_api_token.as_deref(),
-        state.limits,
-    )
+    shared::agent::router(&state)
 }
 
-/// Serves until `shutdown` completes, then drains (see [`shared::server`]).
+/// Serves until `shutdown` completes, then drains (see [`shared::http::server`]).
 pub async fn run(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<DrainOutcome> {
-    let health = state.health.clone();
-    let options = state.serve_options;
-    shared::server::serve(listener, router(state), options, health, shutdown).await
+    shared::agent::run(listener, state, shutdown).await
 }

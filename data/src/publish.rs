@@ -1,7 +1,7 @@
 //! Announces data changes: a `data-updated` event through the Dapr sidecar's pub/sub API.
 
 use serde::{Deserialize, Serialize};
-use shared::{dapr::Sidecar, propagation::TraceHeaders};
+use shared::{dapr::Sidecar, obs::TraceHeaders};
 use utoipa::ToSchema;
 
 use crate::store::Snapshot;

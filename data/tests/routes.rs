@@ -154,7 +154,7 @@ async fn put_data_validates_like_fastapi() {
 #[tokio::test]
 async fn app_api_token_guards_data_but_not_the_probes() {
     let mut config = Config::for_tests();
-    config.dapr.app_api_token = Some("app-secret".to_owned());
+    config.common.dapr.app_api_token = Some("app-secret".to_owned());
     let app = router(AppState::new(&config));
     let (status, _, body) = call(app.clone(), Method::GET, "/data").await;
     assert_eq!((status, body.as_slice()), (StatusCode::UNAUTHORIZED, &br#"{"detail":"Not authenticated"}"#[..]));
@@ -221,7 +221,7 @@ async fn a_stalled_body_is_answered_408_json_at_the_body_read_timeout() {
 #[tokio::test]
 async fn a_body_over_max_body_bytes_is_413_naming_the_limit_whether_declared_or_not() {
     let mut config = Config::for_tests();
-    config.server.max_body_bytes = 1024;
+    config.common.server.max_body_bytes = 1024;
     let app = router(AppState::new(&config));
     let too_large = json!({"detail": "Request body too large: the limit is 1024 bytes"});
     // Chunked (no declared length): refused once 1024 bytes were read.
@@ -243,7 +243,7 @@ async fn a_body_over_max_body_bytes_is_413_naming_the_limit_whether_declared_or_
 #[tokio::test]
 async fn max_body_bytes_above_64_kib_is_honoured() {
     let mut config = Config::for_tests();
-    config.server.max_body_bytes = 1024 * 1024;
+    config.common.server.max_body_bytes = 1024 * 1024;
     let app = router(AppState::new(&config));
     let big = format!(r#"{{"processed_data":"{}"}}"#, "x".repeat(100 * 1024));
     let request = Request::put("/data").header("content-type", "application/json").body(Body::from(big)).unwrap();

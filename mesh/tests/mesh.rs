@@ -461,7 +461,7 @@ async fn fault_delay_example_delays_the_declared_share() {
     // http1MaxPendingRequests would (correctly) overflow with 503.
     let n = 200;
     let spread = Duration::from_secs(2) / n as u32;
-    let c = shared::http_client::builder().no_proxy().timeout(fixed + Duration::from_secs(20)).build().unwrap();
+    let c = shared::http::client::builder().no_proxy().timeout(fixed + Duration::from_secs(20)).build().unwrap();
     let took = futures_join(n, n, |i| {
         let c = c.clone();
         let url = url.clone();

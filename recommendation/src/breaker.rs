@@ -15,10 +15,11 @@
 
 use std::{
     sync::{Arc, Mutex, MutexGuard},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use serde::Serialize;
+use tokio::time::Instant;
 
 /// The breaker's state, as reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -221,7 +222,8 @@ impl Drop for Permit {
 mod tests {
     use super::*;
 
-    const COOLDOWN: Duration = Duration::from_millis(40);
+    // The clock is tokio's, paused in the tests that need time to pass: `advance` moves it at once, exactly.
+    const COOLDOWN: Duration = Duration::from_secs(2);
 
     fn fail(breaker: &CircuitBreaker) {
         breaker.try_acquire().expect("admitted").failure();
@@ -242,11 +244,11 @@ mod tests {
         assert_eq!(breaker.snapshot().state, CircuitState::Open);
     }
 
-    #[test]
-    fn half_open_lets_one_probe_through_and_its_success_closes() {
+    #[tokio::test(start_paused = true)]
+    async fn half_open_lets_one_probe_through_and_its_success_closes() {
         let breaker = CircuitBreaker::new(1, COOLDOWN);
         fail(&breaker);
-        std::thread::sleep(COOLDOWN);
+        tokio::time::advance(COOLDOWN).await;
         let probe = breaker.try_acquire().expect("probe admitted after the cool-down");
         assert_eq!(breaker.snapshot().state, CircuitState::HalfOpen);
         assert!(breaker.try_acquire().is_err(), "a second caller must not probe concurrently");
@@ -255,21 +257,21 @@ mod tests {
         assert!(breaker.try_acquire().is_ok());
     }
 
-    #[test]
-    fn a_failed_probe_reopens_for_a_full_cool_down() {
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_probe_reopens_for_a_full_cool_down() {
         let breaker = CircuitBreaker::new(1, COOLDOWN);
         fail(&breaker);
-        std::thread::sleep(COOLDOWN);
+        tokio::time::advance(COOLDOWN).await;
         breaker.try_acquire().unwrap().failure();
         assert_eq!(breaker.snapshot().state, CircuitState::Open);
-        assert!(breaker.try_acquire().unwrap_err().retry_after > COOLDOWN / 2);
+        assert_eq!(breaker.try_acquire().unwrap_err().retry_after, COOLDOWN, "a full cool-down from the failed probe");
     }
 
-    #[test]
-    fn an_abandoned_probe_frees_the_slot() {
+    #[tokio::test(start_paused = true)]
+    async fn an_abandoned_probe_frees_the_slot() {
         let breaker = CircuitBreaker::new(1, COOLDOWN);
         fail(&breaker);
-        std::thread::sleep(COOLDOWN);
+        tokio::time::advance(COOLDOWN).await;
         drop(breaker.try_acquire().unwrap());
         breaker.try_acquire().expect("the next caller may probe").success();
         assert_eq!(breaker.snapshot().state, CircuitState::Closed);

@@ -7,13 +7,14 @@
 
 use std::{
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use serde_json::Value;
-use shared::propagation::TraceHeaders;
+use shared::obs::TraceHeaders;
 
-use crate::{DataAnswer, DataClient, Error};
+use crate::{DataAnswer, DataClient, DataError};
+use tokio::time::Instant;
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -51,7 +52,7 @@ impl DataCache {
 
     /// The cached answer if still fresh, else a new one from `client` (stored unless cleared meanwhile, or stale:
     /// the client's own fallback to its last good answer is never cached here).
-    pub async fn get(&self, client: &DataClient, trace: &TraceHeaders) -> Result<DataAnswer, Error> {
+    pub async fn get(&self, client: &DataClient, trace: &TraceHeaders) -> Result<DataAnswer, DataError> {
         if self.ttl.is_zero() {
             return client.fetch(trace).await;
         }

@@ -2,55 +2,34 @@
 
 use std::{fmt, time::Duration};
 
-use clap::{Args, Parser, ValueEnum};
+use clap::{Args, ValueEnum};
 use shared::{
-    config::{ServerArgs, Subcommand, parse_duration, parse_positive_duration},
-    dapr::{DaprArgs, parse_component_name, parse_required_token},
+    agent::CommonArgs,
+    config::{BadSetting, parse_duration, parse_positive_duration},
+    dapr::{DEFAULT_HTTP_PORT, parse_name, parse_required_token},
 };
 use url::Url;
-
-/// Port the Dapr sidecar serves its HTTP API on when `DAPR_HTTP_PORT` is not set (Dapr's own default).
-pub const DAPR_DEFAULT_HTTP_PORT: u16 = 3500;
-
-/// Command line of the `recommendation` binary.
-#[derive(Debug, Clone, Parser)]
-#[command(
-    name = "recommendation",
-    version,
-    about = "The recommendation agent: GET /recommend builds a recommendation on the data agent's answer."
-)]
-pub struct Cli {
-    /// What to do instead of serving.
-    #[command(subcommand)]
-    pub command: Option<Subcommand>,
-    /// Settings.
-    #[command(flatten)]
-    pub config: Config,
-}
 
 /// Every setting of the recommendation agent.
 #[derive(Debug, Clone, Args)]
 pub struct Config {
-    /// Listener, logging and shutdown settings.
+    /// Serving, telemetry and Dapr settings (the same for both agents).
     #[command(flatten)]
-    pub server: ServerArgs,
+    pub common: CommonArgs,
     /// How the data agent is reached.
     #[command(flatten)]
     pub data: DataArgs,
-    /// Tokens, secrets and the startup wait for the Dapr sidecar.
-    #[command(flatten)]
-    pub dapr: DaprArgs,
-    /// Per-user state, the data cache and data-change events.
+    /// Per-user state and the data cache.
     #[command(flatten)]
     pub state: StateArgs,
 }
 
-/// Settings for per-user state (Dapr state store, or in-process without Dapr), the cache of the data agent's
-/// answer and the data-updated subscription.
+/// Settings for per-user state (Dapr state store, or in-process without Dapr) and the cache of the data agent's
+/// answer.
 #[derive(Debug, Clone, Args)]
 pub struct StateArgs {
     /// Name of the Dapr state store component holding user preferences and last recommendations.
-    #[arg(long, env = "STATE_STORE", default_value = "statestore", value_parser = parse_component_name)]
+    #[arg(long, env = "STATE_STORE", default_value = "statestore", value_parser = parse_name)]
     pub state_store: String,
 
     /// How long a user's last recommendation is kept (sent as `ttlInSeconds`; whole seconds, at least 1s).
@@ -69,14 +48,6 @@ pub struct StateArgs {
         value_parser = parse_max_entries)]
     pub state_memory_max_entries: usize,
 
-    /// Name of the Dapr pub/sub component data-change events arrive on.
-    #[arg(long, env = "PUBSUB_NAME", default_value = "pubsub", value_parser = parse_component_name)]
-    pub pubsub_name: String,
-
-    /// Topic of the data-change events.
-    #[arg(long, env = "PUBSUB_TOPIC", default_value = "data-updated", value_parser = parse_component_name)]
-    pub pubsub_topic: String,
-
     /// How long the data agent's answer is reused. Unset: 30s when a Dapr sidecar delivers data-updated events
     /// (each event clears the cache), else 0s, which turns the cache off.
     #[arg(long, env = "DATA_CACHE_TTL", value_parser = parse_duration)]
@@ -94,8 +65,6 @@ impl StateArgs {
             state_ttl: Duration::from_secs(3600),
             state_write_retries: 5,
             state_memory_max_entries: crate::state::MEMORY_MAX_ENTRIES,
-            pubsub_name: "pubsub".to_owned(),
-            pubsub_topic: "data-updated".to_owned(),
             data_cache_ttl: None,
         }
     }
@@ -130,12 +99,8 @@ pub struct DataArgs {
     pub data_url: Url,
 
     /// Dapr app id of the data agent, used in dapr mode (`name` or `name.namespace`).
-    #[arg(long, env = "DATA_APP_ID", default_value = "data", value_parser = parse_app_id)]
+    #[arg(long, env = "DATA_APP_ID", default_value = "data", value_parser = parse_name)]
     pub data_app_id: String,
-
-    /// HTTP port of the local Dapr sidecar; setting it selects dapr mode when DATA_MODE=auto.
-    #[arg(long, env = "DAPR_HTTP_PORT", value_parser = clap::value_parser!(u16).range(1..))]
-    pub dapr_http_port: Option<u16>,
 
     /// Bound on one attempt at the data call, from connecting to the last byte of the body (cut shorter when
     /// REQUEST_DEADLINE is nearer); past it the attempt counts as timed out and the caller gets 504.
@@ -228,23 +193,33 @@ impl fmt::Display for DataMode {
     }
 }
 
-impl DataArgs {
-    /// The mode in effect.
-    pub fn mode(&self) -> DataMode {
-        match (self.data_mode, self.dapr_http_port) {
+impl Config {
+    /// The data call's mode in effect: DATA_MODE, with `auto` resolved by whether DAPR_HTTP_PORT is set.
+    pub fn data_mode(&self) -> DataMode {
+        match (self.data.data_mode, self.common.dapr.dapr_http_port) {
             (DataModeSetting::Direct, _) | (DataModeSetting::Auto, None) => DataMode::Direct,
             (DataModeSetting::Dapr, _) | (DataModeSetting::Auto, Some(_)) => DataMode::Dapr,
         }
     }
 
+    /// HTTP port of the local Dapr sidecar, if the agent has one: DAPR_HTTP_PORT, or Dapr's default port when
+    /// DATA_MODE=dapr.
+    pub fn sidecar_port(&self) -> Option<u16> {
+        match (self.common.dapr.dapr_http_port, self.data_mode()) {
+            (Some(port), _) => Some(port),
+            (None, DataMode::Dapr) => Some(DEFAULT_HTTP_PORT),
+            (None, DataMode::Direct) => None,
+        }
+    }
+
     /// The URL `GET /recommend` fetches data from, in the mode in effect.
     pub fn data_endpoint(&self) -> Url {
-        let raw = match self.mode() {
-            DataMode::Direct => format!("{}/data", self.data_url.as_str().trim_end_matches('/')),
+        let raw = match self.data_mode() {
+            DataMode::Direct => format!("{}/data", self.data.data_url.as_str().trim_end_matches('/')),
             DataMode::Dapr => format!(
                 "http://127.0.0.1:{}/v1.0/invoke/{}/method/data",
-                self.dapr_http_port.unwrap_or(DAPR_DEFAULT_HTTP_PORT),
-                self.data_app_id
+                self.sidecar_port().unwrap_or(DEFAULT_HTTP_PORT),
+                self.data.data_app_id
             ),
         };
         // Both inputs were validated when parsed, so the joined URL is valid too.
@@ -252,42 +227,30 @@ impl DataArgs {
     }
 
     /// Checks the settings that only make sense together; the error names the setting to fix and why.
-    pub fn check(&self) -> Result<(), (&'static str, String)> {
-        if self.data_connect_timeout >= self.data_timeout {
-            return Err((
+    pub fn check(&self) -> Result<(), BadSetting> {
+        let data = &self.data;
+        if data.data_connect_timeout >= data.data_timeout {
+            return Err(BadSetting::new(
                 "DATA_CONNECT_TIMEOUT",
                 format!(
                     "{:?} must be shorter than DATA_TIMEOUT ({:?}), or an unreachable data agent would be reported as slow",
-                    self.data_connect_timeout, self.data_timeout
+                    data.data_connect_timeout, data.data_timeout
                 ),
             ));
         }
-        if self.data_api_token.is_some() && self.mode() == DataMode::Dapr {
-            return Err((
+        if data.data_api_token.is_some() && self.data_mode() == DataMode::Dapr {
+            return Err(BadSetting::new(
                 "DATA_API_TOKEN",
-                "is sent in direct mode only; through Dapr the data agent's sidecar presents its APP_API_TOKEN"
-                    .to_owned(),
+                "is sent in direct mode only; through Dapr the data agent's sidecar presents its APP_API_TOKEN",
             ));
         }
-        if self.data_retry_backoff_max < self.data_retry_backoff {
-            return Err((
+        if data.data_retry_backoff_max < data.data_retry_backoff {
+            return Err(BadSetting::new(
                 "DATA_RETRY_BACKOFF_MAX",
-                format!("must not be below DATA_RETRY_BACKOFF ({:?})", self.data_retry_backoff),
+                format!("must not be below DATA_RETRY_BACKOFF ({:?})", data.data_retry_backoff),
             ));
         }
         Ok(())
-    }
-}
-
-impl Config {
-    /// HTTP port of the local Dapr sidecar, if the agent has one: DAPR_HTTP_PORT, or Dapr's default port when
-    /// DATA_MODE=dapr.
-    pub fn sidecar_port(&self) -> Option<u16> {
-        match (self.data.dapr_http_port, self.data.mode()) {
-            (Some(port), _) => Some(port),
-            (None, DataMode::Dapr) => Some(DAPR_DEFAULT_HTTP_PORT),
-            (None, DataMode::Direct) => None,
-        }
     }
 
     /// How long the data agent's answer is cached (zero: not cached).
@@ -305,12 +268,11 @@ impl Config {
     /// defaults.
     pub fn for_tests(data_url: Url) -> Self {
         Self {
-            server: ServerArgs::for_tests(),
+            common: CommonArgs::for_tests(),
             data: DataArgs {
                 data_mode: DataModeSetting::Direct,
                 data_url,
                 data_app_id: "data".to_owned(),
-                dapr_http_port: None,
                 data_timeout: Duration::from_secs(2),
                 data_connect_timeout: Duration::from_millis(500),
                 request_deadline: Duration::from_secs(5),
@@ -323,7 +285,6 @@ impl Config {
                 stale_cache_ttl: Duration::ZERO,
                 data_api_token: None,
             },
-            dapr: DaprArgs::for_tests(),
             state: StateArgs::defaults(),
         }
     }
@@ -343,30 +304,32 @@ fn parse_base_url(raw: &str) -> Result<Url, String> {
     Ok(url)
 }
 
-fn parse_app_id(raw: &str) -> Result<String, String> {
-    let valid = !raw.is_empty()
-        && raw.len() <= 253
-        && raw.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'));
-    if valid { Ok(raw.to_owned()) } else { Err("must be letters, digits, '-', '_' or '.'".to_owned()) }
-}
-
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
 
-    fn args(mode: DataModeSetting, dapr_port: Option<u16>, base: &str) -> DataArgs {
+    /// The command line, as the binary parses it (see `shared::agent::main`).
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    fn args(mode: DataModeSetting, dapr_port: Option<u16>, base: &str) -> Config {
         let mut config = Config::for_tests(parse_base_url(base).unwrap());
         config.data.data_mode = mode;
-        config.data.dapr_http_port = dapr_port;
-        config.data
+        config.common.dapr.dapr_http_port = dapr_port;
+        config
     }
 
     #[test]
     fn auto_mode_follows_the_dapr_port() {
-        assert_eq!(args(DataModeSetting::Auto, None, "http://data:8000").mode(), DataMode::Direct);
-        assert_eq!(args(DataModeSetting::Auto, Some(3501), "http://data:8000").mode(), DataMode::Dapr);
-        assert_eq!(args(DataModeSetting::Direct, Some(3501), "http://data:8000").mode(), DataMode::Direct);
-        assert_eq!(args(DataModeSetting::Dapr, None, "http://data:8000").mode(), DataMode::Dapr);
+        assert_eq!(args(DataModeSetting::Auto, None, "http://data:8000").data_mode(), DataMode::Direct);
+        assert_eq!(args(DataModeSetting::Auto, Some(3501), "http://data:8000").data_mode(), DataMode::Dapr);
+        assert_eq!(args(DataModeSetting::Direct, Some(3501), "http://data:8000").data_mode(), DataMode::Direct);
+        assert_eq!(args(DataModeSetting::Dapr, None, "http://data:8000").data_mode(), DataMode::Dapr);
     }
 
     #[test]
@@ -419,25 +382,25 @@ mod tests {
 
     #[test]
     fn a_backoff_cap_below_its_base_is_refused() {
-        let mut data = Config::for_tests("http://data:8000".parse().unwrap()).data;
-        assert!(data.check().is_ok());
-        data.data_retry_backoff_max = Duration::from_millis(10);
-        assert_eq!(data.check().unwrap_err().0, "DATA_RETRY_BACKOFF_MAX");
+        let mut config = Config::for_tests("http://data:8000".parse().unwrap());
+        assert!(config.check().is_ok());
+        config.data.data_retry_backoff_max = Duration::from_millis(10);
+        assert_eq!(config.check().unwrap_err().setting, "DATA_RETRY_BACKOFF_MAX");
     }
 
     #[test]
     fn a_data_api_token_is_for_direct_mode_only() {
-        let mut data = Config::for_tests("http://data:8000".parse().unwrap()).data;
-        data.data_api_token = Some("t".to_owned());
-        assert!(data.check().is_ok());
-        data.data_mode = DataModeSetting::Dapr;
-        assert_eq!(data.check().unwrap_err().0, "DATA_API_TOKEN");
+        let mut config = Config::for_tests("http://data:8000".parse().unwrap());
+        config.data.data_api_token = Some("t".to_owned());
+        assert!(config.check().is_ok());
+        config.data.data_mode = DataModeSetting::Dapr;
+        assert_eq!(config.check().unwrap_err().setting, "DATA_API_TOKEN");
     }
 
     #[test]
     fn app_ids_allow_namespaced_names_only() {
-        assert!(parse_app_id("data.agents").is_ok());
-        assert!(parse_app_id("data/../x").is_err());
-        assert!(parse_app_id("").is_err());
+        assert!(parse_name("data.agents").is_ok());
+        assert!(parse_name("data/../x").is_err());
+        assert!(parse_name("").is_err());
     }
 }

@@ -17,24 +17,25 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicU32, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use backon::Retryable;
 use reqwest::header::{ACCEPT, CONTENT_LENGTH, HeaderMap, HeaderValue};
 use serde::Serialize;
 use serde_json::Value;
-use shared::propagation::TraceHeaders;
+use shared::obs::TraceHeaders;
 use tracing::Instrument;
 use url::Url;
 
 use crate::{
     breaker::{CircuitBreaker, CircuitSnapshot},
-    config::{DataArgs, DataMode},
+    config::{Config, DataMode},
     data_telemetry::DataCall,
-    error::Error,
+    error::DataError,
     retry::{self, RetryPolicy},
 };
+use tokio::time::Instant;
 
 /// Largest data answer accepted. The contract is a small JSON object; anything far larger is a misbehaving
 /// upstream, and buffering it unbounded would let it exhaust this agent's memory.
@@ -123,8 +124,9 @@ impl StaleCache {
 
 impl DataClient {
     /// Builds the client from settings.
-    pub fn new(args: &DataArgs) -> Result<Self, reqwest::Error> {
-        let http = shared::http_client::builder()
+    pub fn new(config: &Config) -> Result<Self, reqwest::Error> {
+        let args = &config.data;
+        let http = shared::http::client::builder()
             // Each attempt is bounded by its own timer (see `attempt`), which knows the request deadline.
             .connect_timeout(args.data_connect_timeout)
             // The data agent is addressed by name inside the cluster or compose network; a proxy set for the
@@ -141,15 +143,15 @@ impl DataClient {
         describe_metrics();
         Ok(Self {
             http,
-            mode: args.mode(),
-            endpoint: args.data_endpoint(),
+            mode: config.data_mode(),
+            endpoint: config.data_endpoint(),
             attempt_timeout: args.data_timeout,
             deadline: args.request_deadline,
             retry: RetryPolicy::new(args),
             breaker: CircuitBreaker::new(args.data_breaker_threshold, args.data_breaker_cooldown),
             stale: StaleCache { ttl: args.stale_cache_ttl, last_good: Arc::default() },
             last_call: Arc::default(),
-            auth_headers: match (args.mode(), &args.data_api_token) {
+            auth_headers: match (config.data_mode(), &args.data_api_token) {
                 (DataMode::Direct, Some(token)) => {
                     let mut value = HeaderValue::from_str(token).expect("DATA_API_TOKEN was checked when parsed");
                     value.set_sensitive(true);
@@ -181,16 +183,16 @@ impl DataClient {
 
     /// Fetches the data agent's JSON answer for one request, forwarding the caller's trace headers: every attempt,
     /// retry and fallback happens in here, and the call's outcome is recorded here once.
-    pub async fn fetch(&self, trace: &TraceHeaders) -> Result<DataAnswer, Error> {
+    pub async fn fetch(&self, trace: &TraceHeaders) -> Result<DataAnswer, DataError> {
         let started = Instant::now();
         let deadline = started + self.deadline;
         let attempts = AtomicU32::new(0);
         let call = DataCall::start(self.mode, &self.endpoint, trace);
         let result = (|| self.attempt(call.headers(), deadline, &attempts))
             .retry(self.retry.backoff())
-            .when(|err: &Error| self.retry.is_retryable(err))
+            .when(|err: &DataError| self.retry.is_retryable(err))
             .adjust(|_, backoff| backoff.filter(|wait| retry::fits_before(deadline, *wait)))
-            .notify(|err: &Error, wait: Duration| {
+            .notify(|err: &DataError, wait: Duration| {
                 metrics::counter!("data_call_retries_total", "reason" => err.outcome()).increment(1);
                 tracing::debug!(reason = err.outcome(), wait_ms = wait.as_millis() as u64, "retrying the data call");
             })
@@ -209,7 +211,7 @@ impl DataClient {
             // data_calls_total{mode} metric and in this line at debug.
             Ok(_) => tracing::debug!(data_mode, outcome, attempts, elapsed_ms, "data call"),
             // The breaker logs when it opens; a line per refused request would flood the log while it stays open.
-            Err(Error::CircuitOpen { .. }) => tracing::debug!(data_mode, outcome, "data call refused"),
+            Err(DataError::CircuitOpen { .. }) => tracing::debug!(data_mode, outcome, "data call refused"),
             Err(err) => {
                 let cause = std::error::Error::source(err).map(|source| format!("{source:?}"));
                 tracing::warn!(data_mode, outcome, attempts, elapsed_ms, error = %err, cause, "data call failed");
@@ -240,19 +242,21 @@ impl DataClient {
 
     /// One attempt: leave from the breaker, then the call bounded by the attempt timeout or the deadline,
     /// whichever is nearer; the outcome is reported to the breaker.
-    async fn attempt(&self, trace: &TraceHeaders, deadline: Instant, attempts: &AtomicU32) -> Result<Value, Error> {
-        let permit =
-            self.breaker.try_acquire().map_err(|refused| Error::CircuitOpen { retry_after: refused.retry_after })?;
+    async fn attempt(&self, trace: &TraceHeaders, deadline: Instant, attempts: &AtomicU32) -> Result<Value, DataError> {
+        let permit = self
+            .breaker
+            .try_acquire()
+            .map_err(|refused| DataError::CircuitOpen { retry_after: refused.retry_after })?;
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
-            return Err(Error::DeadlineExceeded { after: self.deadline });
+            return Err(DataError::DeadlineExceeded { after: self.deadline });
         }
         attempts.fetch_add(1, Ordering::Relaxed);
         let budget = self.attempt_timeout.min(remaining);
         let result = match tokio::time::timeout(budget, self.send_until_answered(trace)).await {
             Ok(result) => result,
-            Err(_) if budget < self.attempt_timeout => Err(Error::DeadlineExceeded { after: self.deadline }),
-            Err(_) => Err(Error::DataTimeout { after: budget }),
+            Err(_) if budget < self.attempt_timeout => Err(DataError::DeadlineExceeded { after: self.deadline }),
+            Err(_) => Err(DataError::DataTimeout { after: budget }),
         };
         match &result {
             Err(err) if counts_against_data(err) => permit.failure(),
@@ -262,11 +266,11 @@ impl DataClient {
     }
 
     /// One call, sent again at once while its connection is closed before any answer (see the module docs).
-    async fn send_until_answered(&self, trace: &TraceHeaders) -> Result<Value, Error> {
+    async fn send_until_answered(&self, trace: &TraceHeaders) -> Result<Value, DataError> {
         let mut resends = 0;
         loop {
             match self.fetch_once(trace).await {
-                Err(Error::DataConnectionClosed(err)) if resends < CLOSED_CONNECTION_RESENDS => {
+                Err(DataError::DataConnectionClosed(err)) if resends < CLOSED_CONNECTION_RESENDS => {
                     resends += 1;
                     metrics::counter!("data_call_retries_total", "reason" => "closed").increment(1);
                     tracing::debug!(error = ?err, resends, "data closed the connection before answering; sending again");
@@ -276,7 +280,7 @@ impl DataClient {
         }
     }
 
-    async fn fetch_once(&self, trace: &TraceHeaders) -> Result<Value, Error> {
+    async fn fetch_once(&self, trace: &TraceHeaders) -> Result<Value, DataError> {
         let mut response = self
             .http
             .get(self.endpoint.clone())
@@ -293,30 +297,30 @@ impl DataClient {
         }
         let declared_len = response.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
         if declared_len.is_some_and(|len| len > MAX_DATA_BODY_BYTES) {
-            return Err(Error::DataBadBody(format!("declared body of {declared_len:?} bytes exceeds the limit")));
+            return Err(DataError::DataBadBody(format!("declared body of {declared_len:?} bytes exceeds the limit")));
         }
 
         let mut body = Vec::with_capacity(declared_len.unwrap_or(256).min(MAX_DATA_BODY_BYTES));
         while let Some(chunk) = response.chunk().await.map_err(classify)? {
             if body.len() + chunk.len() > MAX_DATA_BODY_BYTES {
-                return Err(Error::DataBadBody(format!("body exceeds {MAX_DATA_BODY_BYTES} bytes")));
+                return Err(DataError::DataBadBody(format!("body exceeds {MAX_DATA_BODY_BYTES} bytes")));
             }
             body.extend_from_slice(&chunk);
         }
-        serde_json::from_slice(&body).map_err(|e| Error::DataBadBody(format!("not JSON: {e}")))
+        serde_json::from_slice(&body).map_err(|e| DataError::DataBadBody(format!("not JSON: {e}")))
     }
 
     /// Classifies a non-2xx answer. Through Dapr, a 500 carrying `ERR_DIRECT_INVOKE` is the sidecar saying it could
     /// not reach data at all (Dapr passes data's own errors through unchanged), so it means unreachable, not a bad
     /// answer from data.
-    async fn non_success(&self, response: reqwest::Response) -> Error {
+    async fn non_success(&self, response: reqwest::Response) -> DataError {
         let status = response.status();
         if matches!(status, reqwest::StatusCode::UNAUTHORIZED | reqwest::StatusCode::FORBIDDEN) {
             let hint = match self.mode {
                 DataMode::Direct => "set DATA_API_TOKEN to the data agent's APP_API_TOKEN",
                 DataMode::Dapr => "check DAPR_API_TOKEN here and the APP_API_TOKEN of data's sidecar",
             };
-            return Error::DataRefused { status, hint };
+            return DataError::DataRefused { status, hint };
         }
         if self.mode == DataMode::Dapr && status == reqwest::StatusCode::INTERNAL_SERVER_ERROR {
             let body = response.bytes().await.unwrap_or_default();
@@ -324,10 +328,10 @@ impl DataClient {
                 .ok()
                 .and_then(|v| v.get("errorCode").and_then(Value::as_str).map(str::to_owned));
             if let Some(code) = error_code.filter(|code| code.starts_with("ERR_DIRECT_INVOKE")) {
-                return Error::SidecarCannotReachData(code);
+                return DataError::SidecarCannotReachData(code);
             }
         }
-        Error::DataBadStatus(status)
+        DataError::DataBadStatus(status)
     }
 
     /// State for the readiness body.
@@ -344,33 +348,33 @@ impl DataClient {
 
 /// Whether a failure says the data agent is not working, as opposed to an answer it gave on purpose (a 4xx): only
 /// these count towards opening the breaker.
-fn counts_against_data(err: &Error) -> bool {
+fn counts_against_data(err: &DataError) -> bool {
     match err {
-        Error::DataBadStatus(status) => status.is_server_error(),
-        Error::Validation(_) | Error::CircuitOpen { .. } | Error::DataRefused { .. } => false,
-        Error::DataUnreachable(_)
-        | Error::DataConnectionClosed(_)
-        | Error::SidecarCannotReachData(_)
-        | Error::DataTimeout { .. }
-        | Error::DeadlineExceeded { .. }
-        | Error::DataBadBody(_) => true,
+        DataError::DataBadStatus(status) => status.is_server_error(),
+        DataError::CircuitOpen { .. } | DataError::DataRefused { .. } => false,
+        DataError::DataUnreachable(_)
+        | DataError::DataConnectionClosed(_)
+        | DataError::SidecarCannotReachData(_)
+        | DataError::DataTimeout { .. }
+        | DataError::DeadlineExceeded { .. }
+        | DataError::DataBadBody(_) => true,
     }
 }
 
 /// Sorts a transport error into the caller-facing classes: could not connect, or reached the data agent but the
 /// exchange broke off. (Slowness is caught by the attempt's own timer, which no transport error preempts: the
 /// client has no overall timeout, and a connect timeout is a connect error.)
-fn classify(err: reqwest::Error) -> Error {
+fn classify(err: reqwest::Error) -> DataError {
     if err.is_connect() {
-        Error::DataUnreachable(err)
+        DataError::DataUnreachable(err)
     } else {
-        Error::DataBadBody(format!("transport failed mid-exchange: {err:?}"))
+        DataError::DataBadBody(format!("transport failed mid-exchange: {err:?}"))
     }
 }
 
 /// Like [`classify`] for a failure before the answer's head arrived, which may be a connection closed under the call.
-fn classify_send(err: reqwest::Error) -> Error {
-    if !err.is_connect() && closed_before_answer(&err) { Error::DataConnectionClosed(err) } else { classify(err) }
+fn classify_send(err: reqwest::Error) -> DataError {
+    if !err.is_connect() && closed_before_answer(&err) { DataError::DataConnectionClosed(err) } else { classify(err) }
 }
 
 /// Whether the connection was closed, or reset, before any byte of an answer arrived: hyper's "incomplete message"
@@ -421,15 +425,17 @@ mod tests {
         assert!(off.last_good.lock().unwrap().is_none(), "nothing is even kept");
     }
 
-    #[test]
-    fn a_stale_answer_is_given_within_the_ttl_and_never_after() {
-        let stale = cache(Duration::from_millis(30));
+    #[tokio::test(start_paused = true)]
+    async fn a_stale_answer_is_given_within_the_ttl_and_never_after() {
+        let stale = cache(Duration::from_secs(30));
         assert!(stale.get().is_none(), "nothing cached before the first good answer");
         stale.store(&json!({"processed_data": "some_insights"}));
         let (data, age) = stale.get().expect("within the TTL");
         assert_eq!(data, json!({"processed_data": "some_insights"}));
-        assert!(age <= Duration::from_millis(30));
-        std::thread::sleep(Duration::from_millis(40)); // the passing of time is what is tested
+        assert_eq!(age, Duration::ZERO, "the paused clock has not moved");
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert_eq!(stale.get().expect("at the TTL exactly").1, Duration::from_secs(30));
+        tokio::time::advance(Duration::from_millis(1)).await;
         assert!(stale.get().is_none(), "older than the TTL");
     }
 }

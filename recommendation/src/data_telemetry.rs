@@ -14,7 +14,7 @@ use std::{
 };
 
 use metrics::{Unit, describe_counter, describe_histogram};
-use shared::propagation::TraceHeaders;
+use shared::obs::TraceHeaders;
 use tracing::{Span, field::Empty};
 use url::Url;
 
@@ -65,7 +65,7 @@ impl<'a> DataCall<'a> {
     /// Starts the call's client span (only when spans are exported) and works out the headers to send:
     /// `incoming` unchanged, or with `traceparent` pointing at the client span when spans are exported.
     pub fn start(mode: DataMode, endpoint: &Url, incoming: &'a TraceHeaders) -> Self {
-        let span = if shared::telemetry::otel::enabled() {
+        let span = if shared::obs::otel::enabled() {
             tracing::info_span!(
                 "data call",
                 otel.name = "GET data",
@@ -78,7 +78,7 @@ impl<'a> DataCall<'a> {
         } else {
             Span::none()
         };
-        let headers = shared::telemetry::otel::outgoing_headers(&span, incoming);
+        let headers = shared::obs::otel::outgoing_headers(&span, incoming);
         Self { mode, span, headers }
     }
 
@@ -92,9 +92,9 @@ impl<'a> DataCall<'a> {
         self.span.clone()
     }
 
-    /// Records the outcome (`ok` or an [`crate::Error::outcome`] label) and how long the call took.
+    /// Records the outcome (`ok` or an [`crate::DataError::outcome`] label) and how long the call took.
     pub fn finish(self, outcome: &'static str, elapsed: Duration) {
-        if shared::metrics::enabled() {
+        if shared::obs::metrics::enabled() {
             let (calls, duration) = handles(self.mode.as_str(), outcome);
             calls.increment(1);
             duration.record(elapsed);

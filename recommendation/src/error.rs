@@ -1,4 +1,6 @@
-//! Every way `/recommend` can fail, with its status and FastAPI-shaped body.
+//! Every way `/recommend` can fail, with its status and FastAPI-shaped body: [`DataError`] for the call to the data
+//! agent (what the retry policy and the circuit breaker classify), [`ApiError`] for the request as a whole (its
+//! parameters, the data call, the user's state).
 //!
 //! 5xx bodies say what happened in terms the caller can act on; the cause (addresses, upstream bodies, library
 //! errors) goes to the log, inside the request span, never to the caller.
@@ -9,15 +11,40 @@ use axum::{
     http::{HeaderValue, StatusCode, header::RETRY_AFTER},
     response::{IntoResponse, Response},
 };
-use shared::{errors::json_error, validation::ValidationErrorBody};
+use shared::fastapi::{ValidationErrorBody, json_error};
 
-/// Failure of a recommendation request.
+use crate::state::StateError;
+
+/// Failure of `/recommend` as a whole.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub enum ApiError {
     /// 422: the request's parameters failed validation.
     #[error("invalid request parameters")]
     Validation(ValidationErrorBody),
+    /// The data call failed.
+    #[error(transparent)]
+    Data(#[from] DataError),
+    /// The user's state could not be read or written.
+    #[error(transparent)]
+    State(#[from] StateError),
+}
 
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Validation(body) => {
+                tracing::info!(outcome = "invalid_request", issues = body.detail.len(), "request rejected");
+                body.into_response()
+            }
+            Self::Data(err) => err.into_response(),
+            Self::State(err) => err.into_response(),
+        }
+    }
+}
+
+/// Failure of the call to the data agent.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
     /// 503: the data agent (or its Dapr sidecar) could not be reached: refused, unresolvable, or connect timeout.
     #[error("data agent unreachable")]
     DataUnreachable(#[source] reqwest::Error),
@@ -72,11 +99,10 @@ pub enum Error {
     DataBadBody(String),
 }
 
-impl Error {
+impl DataError {
     /// Short, stable name of the failure, for logs and metric labels.
     pub fn outcome(&self) -> &'static str {
         match self {
-            Self::Validation(_) => "invalid_request",
             Self::DataUnreachable(_) | Self::SidecarCannotReachData(_) => "unreachable",
             Self::DataConnectionClosed(_) => "closed",
             Self::DataTimeout { .. } => "timeout",
@@ -91,7 +117,6 @@ impl Error {
     /// The HTTP status this failure answers with.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::DataUnreachable(_)
             | Self::DataConnectionClosed(_)
             | Self::SidecarCannotReachData(_)
@@ -118,15 +143,11 @@ fn retry_after_header(wait: Duration) -> HeaderValue {
     HeaderValue::from(seconds.max(1))
 }
 
-impl IntoResponse for Error {
+impl IntoResponse for DataError {
     fn into_response(self) -> Response {
         // Data-call failures were logged with their cause where they happened (DataClient::fetch).
-        let (status, outcome, retry_after) = (self.status(), self.outcome(), self.retry_after());
+        let (status, retry_after) = (self.status(), self.retry_after());
         let detail = match self {
-            Self::Validation(body) => {
-                tracing::info!(outcome, issues = body.detail.len(), "request rejected");
-                return body.into_response();
-            }
             Self::DataUnreachable(_) | Self::DataConnectionClosed(_) | Self::SidecarCannotReachData(_) => {
                 "The data agent is unreachable; try again shortly."
             }
@@ -158,10 +179,10 @@ mod tests {
 
     #[test]
     fn an_open_circuit_is_503_with_the_rest_of_the_cool_down() {
-        let response = Error::CircuitOpen { retry_after: Duration::from_millis(2500) }.into_response();
+        let response = DataError::CircuitOpen { retry_after: Duration::from_millis(2500) }.into_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers()[RETRY_AFTER], "3");
-        let deadline = Error::DeadlineExceeded { after: Duration::from_secs(5) };
+        let deadline = DataError::DeadlineExceeded { after: Duration::from_secs(5) };
         assert_eq!((deadline.status(), deadline.outcome()), (StatusCode::GATEWAY_TIMEOUT, "deadline"));
         assert!(deadline.into_response().headers().get(RETRY_AFTER).is_none());
     }

@@ -22,8 +22,8 @@ use axum::{
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use shared::{
-    propagation::TraceHeaders,
-    request_body::{BodyBytes, BodyRejection},
+    fastapi::{BodyBytes, BodyRejection},
+    obs::TraceHeaders,
 };
 use utoipa::ToSchema;
 
@@ -124,7 +124,7 @@ pub async fn subscribe(State(state): State<AppState>) -> Json<Vec<Subscription>>
     responses(
         (status = 200, description = "SUCCESS, RETRY or DROP, as Dapr's pub/sub contract defines",
             body = DeliveryAnswer),
-        shared::request_body::BodyReadErrors,
+        shared::fastapi::BodyReadErrors,
     ))]
 pub async fn data_updated(
     State(state): State<AppState>,

@@ -10,11 +10,12 @@ pub mod error;
 pub mod events;
 pub mod retry;
 pub mod state;
+pub mod users;
 
-use std::{future::Future, io, sync::Arc, time::Duration};
+use std::{future::Future, io, net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{
-    Json, Router,
+    BoxError, Json, Router,
     extract::State,
     http::HeaderValue,
     response::{IntoResponse, Response},
@@ -23,25 +24,21 @@ use axum::{
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use shared::{
+    agent::{Agent, CommonArgs, Core},
     dapr::Sidecar,
-    health::Health,
-    limits::Limits,
-    propagation::TraceHeaders,
-    server::{DrainOutcome, ServeOptions},
-    validation::{QueryParams, ValidationErrorBody},
+    fastapi::{QueryParams, ValidationErrorBody},
+    http::{DrainOutcome, Health},
+    obs::TraceHeaders,
 };
 use tokio::net::TcpListener;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use cache::DataCache;
-pub use config::{Cli, Config};
+pub use config::Config;
 pub use data_client::{DataAnswer, DataClient};
-pub use error::Error;
+pub use error::{ApiError, DataError};
 use events::{EventCounts, Events, Subscription};
-use state::{Backend, Preferences, StateError, UserState};
-
-/// Bound on one call to the Dapr sidecar's state, publish or secrets API.
-const SIDECAR_TIMEOUT: Duration = Duration::from_secs(2);
+use state::{Backend, Preferences, UserState};
 
 /// Accepted values of `limit` (FastAPI: `Query(ge=1, le=100)`).
 pub const LIMIT_RANGE: std::ops::RangeInclusive<i64> = 1..=100;
@@ -81,26 +78,20 @@ pub struct RecommendParams {
 /// Shared state of one recommendation agent process.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    health: Health,
+    core: Core,
     data: DataClient,
-    serve_options: ServeOptions,
-    limits: Limits,
     cache: DataCache,
     users: UserState,
     events: Events,
-    sidecar: Option<Sidecar>,
-    app_api_token: Option<String>,
 }
 
 impl AppState {
     /// Builds the state (including the pooled data client) from settings.
     pub fn new(config: &Config) -> Result<Self, reqwest::Error> {
-        let sidecar = config.sidecar_port().map(|port| {
-            Sidecar::new(port, config.dapr.dapr_api_token(), SIDECAR_TIMEOUT)
-                .expect("the sidecar client builds: DAPR_API_TOKEN was checked when parsed")
-        });
+        let core = Core::new(&config.common, config.sidecar_port());
+        let sidecar = core.sidecar().cloned();
         let sidecar_headers = sidecar.as_ref().map(Sidecar::auth_headers).unwrap_or_default();
-        let data = DataClient::new(&config.data)?.with_sidecar_headers(sidecar_headers);
+        let data = DataClient::new(config)?.with_sidecar_headers(sidecar_headers);
         let backend = match &sidecar {
             Some(sidecar) => Backend::Dapr { sidecar: sidecar.clone(), store: config.state.state_store.clone() },
             None => Backend::memory_with_capacity(
@@ -108,39 +99,26 @@ impl AppState {
                     .expect("STATE_MEMORY_MAX_ENTRIES was checked when parsed"),
             ),
         };
+        let dapr = &config.common.dapr;
         let events = Events {
             subscription: sidecar.as_ref().map(|_| Subscription {
-                pubsubname: config.state.pubsub_name.clone(),
-                topic: config.state.pubsub_topic.clone(),
+                pubsubname: dapr.pubsub_name.clone(),
+                topic: dapr.pubsub_topic.clone(),
                 route: events::DELIVERY_ROUTE.to_owned(),
             }),
             counts: Arc::new(EventCounts::default()),
         };
         let (reachability, counts, state_kind) = (data.clone(), events.counts.clone(), backend.kind());
-        let health = Health::new().with_details(move || {
+        let core = core.with_readiness_details(move || {
             serde_json::json!({ "data": reachability.reachability(), "state": state_kind, "events": counts.snapshot() })
         });
         Ok(Self {
-            health,
+            core,
             data,
-            serve_options: ServeOptions::from(&config.server),
-            limits: Limits::from(&config.server),
             cache: DataCache::new(config.data_cache_ttl()),
             users: UserState::new(backend, config.state.state_ttl, config.state.state_write_retries),
             events,
-            sidecar,
-            app_api_token: config.dapr.app_api_token().map(str::to_owned),
         })
-    }
-
-    /// The Dapr sidecar, when the agent has one.
-    pub fn sidecar(&self) -> Option<&Sidecar> {
-        self.sidecar.as_ref()
-    }
-
-    /// Sets the token calls must carry (read from the secret store at startup).
-    pub fn set_app_api_token(&mut self, token: Option<String>) {
-        self.app_api_token = token;
     }
 
     /// How long the data answer is cached, and where user state lives (for the startup log).
@@ -150,7 +128,7 @@ impl AppState {
 
     /// Readiness of this process (tests use it to observe draining).
     pub fn health(&self) -> &Health {
-        &self.health
+        self.core.health()
     }
 
     /// The data client.
@@ -159,33 +137,56 @@ impl AppState {
     }
 }
 
-/// Failure of `/recommend`: the data call, or the user's state.
-#[derive(Debug)]
-pub enum RecommendFailure {
-    /// The data call or the query parameters.
-    Data(Error),
-    /// The user's state.
-    State(StateError),
-}
+impl Agent for AppState {
+    const NAME: &'static str = "recommendation";
+    const ABOUT: &'static str =
+        "The recommendation agent: GET /recommend builds a recommendation on the data agent's answer.";
+    type Config = Config;
 
-impl From<Error> for RecommendFailure {
-    fn from(err: Error) -> Self {
-        Self::Data(err)
+    fn common(config: &Config) -> &CommonArgs {
+        &config.common
     }
-}
 
-impl From<StateError> for RecommendFailure {
-    fn from(err: StateError) -> Self {
-        Self::State(err)
+    fn check(config: &Config) -> Result<(), shared::config::BadSetting> {
+        config.check()
     }
-}
 
-impl IntoResponse for RecommendFailure {
-    fn into_response(self) -> Response {
-        match self {
-            Self::Data(err) => err.into_response(),
-            Self::State(err) => err.into_response(),
-        }
+    fn new(config: &Config) -> Result<Self, BoxError> {
+        Ok(Self::new(config)?)
+    }
+
+    fn core(&self) -> &Core {
+        &self.core
+    }
+
+    fn core_mut(&mut self) -> &mut Core {
+        &mut self.core
+    }
+
+    fn routes(&self) -> Router {
+        Router::new()
+            .route("/recommend", get(recommend))
+            .route("/users/{user_id}/preferences", get(users::get_preferences).put(users::put_preferences))
+            .route("/dapr/subscribe", get(events::subscribe))
+            .route(events::DELIVERY_ROUTE, post(events::data_updated))
+            .with_state(self.clone())
+    }
+
+    fn openapi() -> utoipa::openapi::OpenApi {
+        ApiDoc::openapi()
+    }
+
+    fn started(&self, addr: SocketAddr) {
+        let (data_cache_ttl, state_backend) = self.describe();
+        tracing::info!(
+            %addr,
+            version = env!("CARGO_PKG_VERSION"),
+            data_mode = self.data.mode().as_str(),
+            data_endpoint = %self.data.endpoint(),
+            data_cache_ttl = ?data_cache_ttl,
+            state_backend,
+            "recommendation agent listening"
+        );
     }
 }
 
@@ -205,19 +206,19 @@ pub const DATA_AGE: &str = "x-data-age";
             )),
         (status = 422, description = "A query parameter is invalid", body = ValidationErrorBody),
         (status = 502, description = "The data agent answered with an error status or a body that is not JSON",
-            body = shared::errors::ErrorBody),
+            body = shared::fastapi::errors::ErrorBody),
         (status = 503, description = "The data agent is unreachable, its circuit breaker is open, this agent is \
             at capacity, or (with `user`) the state store is unavailable (see Retry-After)",
-            body = shared::errors::ErrorBody,
+            body = shared::fastapi::errors::ErrorBody,
             headers(("retry-after" = u64, description = "Seconds to wait before trying again"))),
         (status = 504, description = "The data agent did not answer within the data timeout or the request deadline",
-            body = shared::errors::ErrorBody),
+            body = shared::fastapi::errors::ErrorBody),
     ))]
 pub async fn recommend(
     State(state): State<AppState>,
     query: QueryParams,
     trace: TraceHeaders,
-) -> Result<Response, RecommendFailure> {
+) -> Result<Response, ApiError> {
     let limit = query.optional_int("limit", LIMIT_RANGE).map_err(|issue| *issue);
     let user = query.get("user").map(|raw| state::check_user_id(raw, "query", "user")).transpose();
     // Every invalid parameter is reported at once, in declaration order, as FastAPI does.
@@ -226,7 +227,7 @@ pub async fn recommend(
         (limit, user) => {
             let mut detail: Vec<_> = limit.err().into_iter().collect();
             detail.extend(user.err().into_iter().flat_map(|body| body.detail));
-            return Err(Error::Validation(ValidationErrorBody { detail }).into());
+            return Err(ApiError::Validation(ValidationErrorBody { detail }));
         }
     };
     tracing::debug!(limit, user, "recommendation requested");
@@ -259,10 +260,10 @@ pub async fn recommend(
 #[derive(OpenApi)]
 #[openapi(
     info(title = "recommendation agent", description = "Builds recommendations on what the data agent returns."),
-    paths(recommend, state::get_preferences, state::put_preferences, events::subscribe, events::data_updated,
-        shared::health::healthz, shared::health::readyz, shared::metrics::metrics_handler),
+    paths(recommend, users::get_preferences, users::put_preferences, events::subscribe, events::data_updated,
+        shared::http::health::healthz, shared::http::health::readyz, shared::obs::metrics::metrics_handler),
     components(schemas(RecommendationBody, Preferences, Subscription, events::DeliveryAnswer, events::DeliveryStatus,
-        shared::errors::ErrorBody, ValidationErrorBody)),
+        shared::fastapi::errors::ErrorBody, ValidationErrorBody)),
     tags((name = "recommendation", description = "Recommendations"), (name = "users", description = "User preferences"),
         (name = "events", description = "Dapr pub/sub subscription (called by the sidecar)"),
         (name = "health", description = "Probes"), (name = "observability", description = "Metrics")),
@@ -271,28 +272,14 @@ pub struct ApiDoc;
 
 /// All routes with the shared layers; no I/O, so tests can drive it with `oneshot`.
 pub fn router(state: AppState) -> Router {
-    let own_routes = Router::new()
-        .route("/recommend", get(recommend))
-        .route("/users/{user_id}/preferences", get(state::get_preferences).put(state::put_preferences))
-        .route("/dapr/subscribe", get(events::subscribe))
-        .route(events::DELIVERY_ROUTE, post(events::data_updated))
-        .with_state(state.clone());
-    shared::middleware::agent_router(
-        own_routes,
-        &state.health,
-        ApiDoc::openapi(),
-        state.app_api_token.as_deref(),
-        state.limits,
-    )
+    shared::agent::router(&state)
 }
 
-/// Serves until `shutdown` completes, then drains (see [`shared::server`]).
+/// Serves until `shutdown` completes, then drains (see [`shared::http::server`]).
 pub async fn run(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<DrainOutcome> {
-    let health = state.health.clone();
-    let options = state.serve_options;
-    shared::server::serve(listener, router(state), options, health, shutdown).await
+    shared::agent::run(listener, state, shutdown).await
 }

@@ -1,44 +1,7 @@
-//! `recommendation` binary: parse settings, start telemetry, bind, serve until SIGTERM/SIGINT, drain.
+//! `recommendation` binary: everything is [`shared::agent::main`] with the recommendation agent's state and routes.
 
 use std::process::ExitCode;
 
-use recommendation::{AppState, Cli};
-use shared::config::{Subcommand, exit_bad_setting, parse_or_exit};
-
 fn main() -> ExitCode {
-    let Cli { command, config } = parse_or_exit::<Cli>();
-    if let Err((setting, why)) = config.data.check() {
-        exit_bad_setting(setting, &why);
-    }
-    shared::runtime::block_on("recommendation", async move {
-        if command == Some(Subcommand::Healthcheck) {
-            return Ok(shared::healthcheck::run(&config.server).await);
-        }
-        let mut shutdown = Box::pin(shared::shutdown::listen()?);
-        let telemetry = shared::telemetry::init(&config.server, "recommendation")?;
-        let mut state = AppState::new(&config)?;
-        if let Some(sidecar) = state.sidecar() {
-            match config.dapr.start_with_sidecar_or(sidecar, &mut shutdown).await? {
-                Some(token) => state.set_app_api_token(token),
-                None => return Ok(ExitCode::SUCCESS),
-            }
-        }
-        let (data_cache_ttl, state_backend) = state.describe();
-        let listener = shared::server::bind(&config.server).await?;
-        if let Some(metrics_addr) = shared::metrics::bind_listener(&config.server).await? {
-            tracing::info!(%metrics_addr, "metrics listener started");
-        }
-        tracing::info!(
-            addr = %listener.local_addr()?,
-            version = env!("CARGO_PKG_VERSION"),
-            data_mode = state.data().mode().as_str(),
-            data_endpoint = %state.data().endpoint(),
-            data_cache_ttl = ?data_cache_ttl,
-            state_backend,
-            "recommendation agent listening"
-        );
-        let outcome = recommendation::run(listener, state, shutdown).await;
-        telemetry.shutdown().await;
-        Ok(outcome?.exit_code())
-    })
+    shared::agent::main::<recommendation::AppState>()
 }

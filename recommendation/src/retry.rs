@@ -6,11 +6,12 @@
 //! adds a random share of the delay on top of it (waits fall between d and 2d), which is not full jitter, so the
 //! jitter is applied here on backon's un-jittered exponential sequence.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 
-use crate::{config::DataArgs, error::Error};
+use crate::{config::DataArgs, error::DataError};
+use tokio::time::Instant;
 
 /// Least time a retry must have left before the request deadline once its backoff is over; with less, the
 /// attempt could not complete, so the failure at hand is returned instead.
@@ -51,18 +52,17 @@ impl RetryPolicy {
     /// Whether a failed attempt is worth another: the data call is an idempotent GET, so any failure that may be
     /// transient (could not connect, too slow, an overloaded or restarting upstream) is; answers that would come
     /// out the same again (a broken body, other statuses), a deadline that has passed, and an open circuit are not.
-    pub fn is_retryable(&self, err: &Error) -> bool {
+    pub fn is_retryable(&self, err: &DataError) -> bool {
         match err {
-            Error::DataUnreachable(_)
-            | Error::DataConnectionClosed(_)
-            | Error::SidecarCannotReachData(_)
-            | Error::DataTimeout { .. } => true,
-            Error::DataBadStatus(status) => self.statuses.contains(&status.as_u16()),
-            Error::Validation(_)
-            | Error::DataRefused { .. }
-            | Error::DataBadBody(_)
-            | Error::DeadlineExceeded { .. }
-            | Error::CircuitOpen { .. } => false,
+            DataError::DataUnreachable(_)
+            | DataError::DataConnectionClosed(_)
+            | DataError::SidecarCannotReachData(_)
+            | DataError::DataTimeout { .. } => true,
+            DataError::DataBadStatus(status) => self.statuses.contains(&status.as_u16()),
+            DataError::DataRefused { .. }
+            | DataError::DataBadBody(_)
+            | DataError::DeadlineExceeded { .. }
+            | DataError::CircuitOpen { .. } => false,
         }
     }
 }
@@ -109,16 +109,16 @@ mod tests {
     #[test]
     fn only_transient_failures_and_listed_statuses_are_retried() {
         let policy = policy(2, 50, 1000);
-        assert!(policy.is_retryable(&Error::DataTimeout { after: Duration::from_secs(2) }));
+        assert!(policy.is_retryable(&DataError::DataTimeout { after: Duration::from_secs(2) }));
         for code in [502, 503, 504] {
-            assert!(policy.is_retryable(&Error::DataBadStatus(StatusCode::from_u16(code).unwrap())), "{code}");
+            assert!(policy.is_retryable(&DataError::DataBadStatus(StatusCode::from_u16(code).unwrap())), "{code}");
         }
         for code in [400, 404, 500] {
-            assert!(!policy.is_retryable(&Error::DataBadStatus(StatusCode::from_u16(code).unwrap())), "{code}");
+            assert!(!policy.is_retryable(&DataError::DataBadStatus(StatusCode::from_u16(code).unwrap())), "{code}");
         }
-        assert!(!policy.is_retryable(&Error::DataBadBody("not JSON".to_owned())));
-        assert!(!policy.is_retryable(&Error::DeadlineExceeded { after: Duration::from_secs(5) }));
-        assert!(!policy.is_retryable(&Error::CircuitOpen { retry_after: Duration::from_secs(3) }));
+        assert!(!policy.is_retryable(&DataError::DataBadBody("not JSON".to_owned())));
+        assert!(!policy.is_retryable(&DataError::DeadlineExceeded { after: Duration::from_secs(5) }));
+        assert!(!policy.is_retryable(&DataError::CircuitOpen { retry_after: Duration::from_secs(3) }));
     }
 
     #[test]

@@ -1,25 +1,21 @@
-//! Cross-cutting glue shared by the `data` and `recommendation` agents.
+//! Cross-cutting glue shared by the `data` and `recommendation` agents, grouped by concern. Service logic never
+//! lives here.
 //!
-//! Everything here is plumbing both services need in exactly the same shape (settings, telemetry, health probes,
-//! FastAPI-compatible error bodies, the HTTP server with graceful drain, trace-header propagation, API docs).
-//! Service logic never lives here.
+//! | module | concern | depends on |
+//! | --- | --- | --- |
+//! | [`config`] | parsing settings: durations, the one-line error for a bad setting | — |
+//! | [`fastapi`] | what FastAPI answers: `{"detail": ...}` errors, 422 validation bodies, JSON request bodies | — |
+//! | [`obs`] | observability: log lines with correlation ids, Prometheus metrics, OpenTelemetry spans, trace headers | `config`, `fastapi` |
+//! | [`http`] | serving: the server and its drain, request-body bounds, load shedding, probes, API docs, the outbound client | `config`, `fastapi` |
+//! | [`dapr`] | the Dapr sidecar: its settings, its HTTP API, the app-token check | `config`, `fastapi`, `http` |
+//! | [`agent`] | one agent process: settings, the app and ops routers with their layers, start-up and shutdown | all of the above |
+//!
+//! Dependencies point down that table and never back: each module's internals are `pub(crate)` or private, and
+//! what a module exports is what the agents (or another module further down) use.
 
-pub mod body;
+pub mod agent;
 pub mod config;
 pub mod dapr;
-pub mod docs;
-pub mod errors;
-pub mod health;
-pub mod healthcheck;
-pub mod http_client;
-pub mod limits;
-pub mod metrics;
-pub mod middleware;
-pub mod propagation;
-pub mod request_body;
-pub mod runtime;
-pub mod server;
-pub mod shutdown;
-pub mod telemetry;
-pub mod validation;
-pub mod wire_errors;
+pub mod fastapi;
+pub mod http;
+pub mod obs;

@@ -42,7 +42,7 @@ async fn main() {
         }
         Some("recommend") => {
             let url = format!("{}/data", args.get(2).expect("DATA_URL").trim_end_matches('/'));
-            let client = shared::http_client::builder()
+            let client = shared::http::client::builder()
                 .timeout(Duration::from_secs(2))
                 .no_proxy()
                 .build()

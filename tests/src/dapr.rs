@@ -2,9 +2,10 @@
 //! (sqlite name resolution, `DAPR_HOST_IP=127.0.0.1`, every listener on a free loopback port) and the two agent
 //! binaries as their apps, with API tokens in both directions and the resources of `deploy/dapr/resources`.
 //!
-//! Where daprd comes from: `AGENT_MESH_DAPRD` (a path), else `scripts/tools/install-daprd.sh` (instant with a
-//! warm cache, a long build on a fresh machine). `AGENT_MESH_SKIP_DAPR=1` skips the Dapr tests with a loud
-//! message instead. Everything started is killed and the temporary directory removed when the [`Mesh`] is
+//! Where daprd and redis-server come from: `AGENT_MESH_DAPRD` and `AGENT_MESH_REDIS_SERVER` (paths), which
+//! `scripts/dapr-test.sh` sets after installing them (a long build of daprd on a fresh machine, instant with a warm
+//! cache). The Dapr tests are `#[ignore]`d, so plain `cargo test` never installs anything and lists them as ignored;
+//! the script (and with it CI, through `scripts/ci/dapr.sh`) runs them with `--ignored`. Everything started is killed and the temporary directory removed when the [`Mesh`] is
 //! dropped, also when a test fails; then the tails of the sidecar logs are printed to help the diagnosis.
 
 use std::{
@@ -13,10 +14,7 @@ use std::{
     net::{SocketAddr, TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::{
-        OnceLock,
-        atomic::{AtomicU32, Ordering},
-    },
+    sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant},
 };
 
@@ -47,60 +45,17 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ lives in the repository").to_path_buf()
 }
 
-fn installer_output(script: &str) -> Result<PathBuf, String> {
-    let path = repo_root().join("scripts/tools").join(script);
-    let output = Command::new("bash")
-        .arg(&path)
-        .stderr(Stdio::inherit())
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", path.display()))?;
-    if !output.status.success() {
-        return Err(format!("{} failed with {}", path.display(), output.status));
-    }
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let last = stdout.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default().trim();
-    let installed = PathBuf::from(last);
-    if installed.is_file() {
-        Ok(installed)
-    } else {
-        Err(format!("{} printed {last:?}, which is not a file", path.display()))
-    }
-}
-
-/// daprd and redis-server, or `None` (after a loud notice) when `AGENT_MESH_SKIP_DAPR=1`. Panics with the reason
-/// when they cannot be found or installed: a Dapr test never passes without Dapr.
-pub fn tools() -> Option<Tools> {
-    static TOOLS: OnceLock<Result<Tools, String>> = OnceLock::new();
-    if std::env::var("AGENT_MESH_SKIP_DAPR").is_ok_and(|v| v == "1") {
-        eprintln!(
-            "\n!!!! SKIPPED: Dapr test not run because AGENT_MESH_SKIP_DAPR=1; run scripts/dapr-test.sh for it !!!!\n"
-        );
-        return None;
-    }
-    let tools = TOOLS.get_or_init(|| {
-        let daprd = match std::env::var_os("AGENT_MESH_DAPRD") {
-            Some(path) => {
-                let path = PathBuf::from(path);
-                if !path.is_file() {
-                    return Err(format!("AGENT_MESH_DAPRD={} is not a file", path.display()));
-                }
-                path
-            }
-            None => installer_output("install-daprd.sh")?,
+/// daprd and redis-server, from `AGENT_MESH_DAPRD` and `AGENT_MESH_REDIS_SERVER`. Panics with the reason when
+/// they are not set or not files: a Dapr test never passes without Dapr.
+pub fn tools() -> Tools {
+    let path = |var: &str| -> PathBuf {
+        let Some(path) = std::env::var_os(var).map(PathBuf::from) else {
+            panic!("Dapr tests need {var}: run them with scripts/dapr-test.sh, which installs daprd and redis-server")
         };
-        let redis = match std::env::var_os("AGENT_MESH_REDIS_SERVER") {
-            Some(path) => PathBuf::from(path),
-            None => installer_output("install-redis.sh")?,
-        };
-        Ok(Tools { daprd, redis })
-    });
-    match tools {
-        Ok(tools) => Some(tools.clone()),
-        Err(why) => panic!(
-            "Dapr tests need daprd and redis-server: {why}. Set AGENT_MESH_DAPRD (scripts/dapr-test.sh does), or \
-             AGENT_MESH_SKIP_DAPR=1 to skip these tests deliberately."
-        ),
-    }
+        assert!(path.is_file(), "{var}={} is not a file", path.display());
+        path
+    };
+    Tools { daprd: path("AGENT_MESH_DAPRD"), redis: path("AGENT_MESH_REDIS_SERVER") }
 }
 
 /// `n` distinct free loopback ports (held together while picked, so no duplicates).

@@ -19,7 +19,7 @@ use std::{
 };
 
 use axum::Router;
-use shared::server::DrainOutcome;
+use shared::http::DrainOutcome;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpListener,
@@ -33,7 +33,7 @@ pub struct RunningAgent {
     /// Where it listens.
     pub addr: SocketAddr,
     /// Its readiness state.
-    pub health: shared::health::Health,
+    pub health: shared::http::health::Health,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<DrainOutcome>>,
 }
@@ -72,7 +72,7 @@ impl RunningAgent {
     }
 }
 
-async fn spawn_with<F, Fut>(listener: TcpListener, health: shared::health::Health, run: F) -> RunningAgent
+async fn spawn_with<F, Fut>(listener: TcpListener, health: shared::http::health::Health, run: F) -> RunningAgent
 where
     F: FnOnce(TcpListener, oneshot::Receiver<()>) -> Fut,
     Fut: Future<Output = std::io::Result<DrainOutcome>> + Send + 'static,
@@ -387,7 +387,7 @@ pub async fn h2_get(
 
 /// A shared HTTP client for tests, with a bound on every call so a hang fails the test instead of stalling it.
 pub fn client() -> reqwest::Client {
-    shared::http_client::builder().timeout(Duration::from_secs(10)).no_proxy().build().expect("client builds")
+    shared::http::client::builder().timeout(Duration::from_secs(10)).no_proxy().build().expect("client builds")
 }
 
 /// Path of a compiled workspace binary: in `AGENT_BIN_DIR` when that is set (scripts/ci/hardening.sh points it at the
@@ -411,7 +411,45 @@ pub fn binary(name: &str) -> PathBuf {
         "{} not built; run `cargo build --workspace` (or cargo test --workspace) first",
         path.display()
     );
+    // `cargo test -p agent-tests` builds no binaries of other packages, and building them from here would wait on
+    // the build-directory lock the running `cargo test` holds; so a binary older than the sources it is built from
+    // fails the test loudly instead of being tested silently.
+    if std::env::var_os("AGENT_BIN_DIR").is_none() {
+        let built = modified(&path).expect("the binary has a modification time");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        if let Some(newer) = ["shared", name].iter().find_map(|krate| newer_source(&root.join(krate), built)) {
+            panic!(
+                "{} is older than {}: run `cargo build --bins` (or `cargo test --workspace`) first",
+                path.display(),
+                newer.display()
+            );
+        }
+    }
     path
+}
+
+fn modified(path: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// A file under `dir` (its `src/` and `Cargo.toml`) modified after `than`, if any.
+fn newer_source(dir: &Path, than: std::time::SystemTime) -> Option<PathBuf> {
+    let manifest = dir.join("Cargo.toml");
+    if modified(&manifest).is_some_and(|t| t > than) {
+        return Some(manifest);
+    }
+    let mut pending = vec![dir.join("src")];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if modified(&path).is_some_and(|t| t > than) {
+                return Some(path);
+            }
+        }
+    }
+    None
 }
 
 /// An agent binary running as a child process, killed when dropped.

@@ -14,7 +14,7 @@ use axum::{
 };
 use recommendation::config::{Config, DataModeSetting};
 use serde_json::{Value, json};
-use shared::server::DrainOutcome;
+use shared::http::DrainOutcome;
 use tokio::sync::{Notify, mpsc};
 
 const CONTRACT: &str = r#"{"recommendation":"Based on data","data":{"processed_data":"some_insights"}}"#;
@@ -68,7 +68,7 @@ async fn auto_mode_with_a_dapr_port_invokes_data_through_the_sidecar() {
     let sidecar = dapr_sidecar(data.base_url(), seen.clone()).await;
     let mut config = direct_to("http://unused.invalid:1".parse().unwrap());
     config.data.data_mode = DataModeSetting::Auto;
-    config.data.dapr_http_port = Some(sidecar.addr.port());
+    config.common.dapr.dapr_http_port = Some(sidecar.addr.port());
     let reco = spawn_recommendation(config).await;
 
     let response = client().get(reco.url("/recommend")).send().await.unwrap();
@@ -239,7 +239,7 @@ async fn shutdown_fails_readiness_and_lets_the_in_flight_request_finish() {
     let release = Arc::new(Notify::new());
     let upstream = StandIn::serve(gated_data(arrived_tx, release.clone())).await;
     let mut config = direct_to(upstream.base_url());
-    assert_eq!(config.server.shutdown_delay, Duration::ZERO, "the default settings must show the drain");
+    assert_eq!(config.common.server.shutdown_delay, Duration::ZERO, "the default settings must show the drain");
     config.data.data_timeout = Duration::from_secs(10);
     let mut reco = spawn_recommendation(config).await;
     let in_flight = tokio::spawn(client().get(reco.url("/recommend")).send());
@@ -267,7 +267,7 @@ async fn drain_is_bounded_when_a_request_outlives_the_drain_timeout() {
     let never_released = Arc::new(Notify::new());
     let upstream = StandIn::serve(gated_data(arrived_tx, never_released)).await;
     let mut config = direct_to(upstream.base_url());
-    config.server.drain_timeout = Duration::from_millis(300);
+    config.common.server.drain_timeout = Duration::from_millis(300);
     config.data.data_timeout = Duration::from_secs(10);
     let reco = spawn_recommendation(config).await;
     let _in_flight = tokio::spawn(client().get(reco.url("/recommend")).send());
@@ -284,7 +284,7 @@ async fn drain_is_bounded_when_a_request_outlives_the_drain_timeout() {
 async fn during_the_shutdown_delay_new_requests_are_still_served() {
     let data = spawn_data().await;
     let mut config = direct_to(data.base_url());
-    config.server.shutdown_delay = Duration::from_secs(2);
+    config.common.server.shutdown_delay = Duration::from_secs(2);
     let mut reco = spawn_recommendation(config).await;
 
     reco.begin_shutdown();
@@ -299,7 +299,7 @@ async fn during_the_shutdown_delay_new_requests_are_still_served() {
 #[tokio::test]
 async fn in_direct_mode_a_data_agent_with_an_app_token_is_called_with_data_api_token() {
     let mut data_config = data::Config::for_tests();
-    data_config.dapr.app_api_token = Some("data-secret".to_owned());
+    data_config.common.dapr.app_api_token = Some("data-secret".to_owned());
     let data = spawn_data_on(bind(None).await, data_config).await;
 
     let mut config = direct_to(data.base_url());
@@ -343,7 +343,7 @@ async fn recommendation_via_sidecar_answering(status: StatusCode, body: Value) -
     .await;
     let mut config = direct_to("http://unused.invalid:1".parse().unwrap());
     config.data.data_mode = DataModeSetting::Dapr;
-    config.data.dapr_http_port = Some(sidecar.addr.port());
+    config.common.dapr.dapr_http_port = Some(sidecar.addr.port());
     let reco = spawn_recommendation(config).await;
     let response = client().get(reco.url("/recommend")).send().await.unwrap();
     (response.status(), response.json().await.unwrap())
@@ -370,7 +370,7 @@ async fn data_500_passed_through_the_sidecar_is_still_a_bad_answer() {
 async fn a_silent_connection_is_closed_after_the_header_read_timeout() {
     use tokio::io::AsyncReadExt;
     let mut config = data::Config::for_tests();
-    config.server.header_read_timeout = Duration::from_millis(300);
+    config.common.server.header_read_timeout = Duration::from_millis(300);
     let data = spawn_data_on(bind(None).await, config).await;
 
     for opening in [&b""[..], b"GET /data HTTP/1.1\r\nHost: x\r\n"] {

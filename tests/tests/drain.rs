@@ -10,7 +10,7 @@ use std::{
 
 use agent_tests::{Balancer, spawn_counted_data};
 use axum::http::StatusCode;
-use shared::server::DrainOutcome;
+use shared::http::DrainOutcome;
 
 /// What one keep-alive client saw.
 #[derive(Debug, Default)]
@@ -53,14 +53,14 @@ async fn keep_alive_clients_lose_no_request_when_a_replica_shuts_down() {
     for http2 in [false, true] {
         let protocol = if http2 { "HTTP/2" } else { "HTTP/1.1" };
         let mut config = data::Config::for_tests();
-        config.server.shutdown_delay = Duration::from_millis(400);
+        config.common.server.shutdown_delay = Duration::from_millis(400);
         let (mut leaving, leaving_seen) = spawn_counted_data(config.clone()).await;
         let (staying, staying_seen) = spawn_counted_data(config).await;
         let balancer = Balancer::spawn(&[leaving.addr, staying.addr]).await;
         let stop = Arc::new(AtomicBool::new(false));
         let clients: Vec<_> = (0..CLIENTS)
             .map(|_| {
-                let builder = shared::http_client::builder().no_proxy().timeout(Duration::from_secs(5));
+                let builder = shared::http::client::builder().no_proxy().timeout(Duration::from_secs(5));
                 let client = if http2 { builder.http2_prior_knowledge() } else { builder.http1_only() };
                 tokio::spawn(hammer(client.build().unwrap(), balancer.url("/data"), stop.clone()))
             })
@@ -120,11 +120,11 @@ async fn clients_of_a_lone_agent_get_an_answer_or_a_refusal_never_a_lost_request
     const CLIENTS: usize = 8;
     for round in 0..3 {
         let mut config = data::Config::for_tests();
-        config.server.shutdown_delay = Duration::from_millis(300);
+        config.common.server.shutdown_delay = Duration::from_millis(300);
         let (mut data, seen) = spawn_counted_data(config).await;
         let clients: Vec<_> = (0..CLIENTS)
             .map(|_| {
-                let client = shared::http_client::builder().no_proxy().timeout(Duration::from_secs(5)).build();
+                let client = shared::http::client::builder().no_proxy().timeout(Duration::from_secs(5)).build();
                 tokio::spawn(hammer_until_gone(client.unwrap(), data.url("/data")))
             })
             .collect();
@@ -143,7 +143,7 @@ async fn clients_of_a_lone_agent_get_an_answer_or_a_refusal_never_a_lost_request
 #[tokio::test]
 async fn during_the_delay_http1_answers_close_their_connection() {
     let mut config = data::Config::for_tests();
-    config.server.shutdown_delay = Duration::from_secs(2);
+    config.common.server.shutdown_delay = Duration::from_secs(2);
     let (mut data, _) = spawn_counted_data(config).await;
     let client = agent_tests::client();
     let before = client.get(data.url("/data")).send().await.unwrap();
@@ -162,7 +162,7 @@ async fn during_the_delay_http1_answers_close_their_connection() {
 #[tokio::test]
 async fn during_the_delay_http2_connections_are_sent_away() {
     let mut config = data::Config::for_tests();
-    config.server.shutdown_delay = Duration::from_secs(3);
+    config.common.server.shutdown_delay = Duration::from_secs(3);
     let (mut data, _) = spawn_counted_data(config).await;
     let (mut sender, closed) = agent_tests::h2_connection(data.addr).await;
     let (status, _) = agent_tests::h2_get(&mut sender, data.addr, "/data").await.unwrap();

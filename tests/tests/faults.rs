@@ -241,7 +241,7 @@ async fn an_upstream_closing_each_connection_after_answering_costs_no_request() 
 async fn a_rolling_restart_of_data_under_load_fails_no_request_and_keeps_the_breaker_closed() {
     for shutdown_delay in [Duration::ZERO, ms(300)] {
         let mut data_config = data::Config::for_tests();
-        data_config.server.shutdown_delay = shutdown_delay;
+        data_config.common.server.shutdown_delay = shutdown_delay;
         let (mut leaving, leaving_seen) = agent_tests::spawn_counted_data(data_config.clone()).await;
         let (staying, staying_seen) = agent_tests::spawn_counted_data(data_config.clone()).await;
         let balancer = agent_tests::Balancer::spawn(&[leaving.addr, staying.addr]).await;
@@ -274,7 +274,7 @@ async fn a_rolling_restart_of_data_under_load_fails_no_request_and_keeps_the_bre
 
         balancer.remove(leaving.addr);
         leaving.begin_shutdown();
-        assert_eq!(leaving.finished().await, shared::server::DrainOutcome::Complete);
+        assert_eq!(leaving.finished().await, shared::http::DrainOutcome::Complete);
         let (replacement, _) = agent_tests::spawn_counted_data(data_config).await;
         balancer.add(replacement.addr);
         let handed_over = staying_seen.requests_seen();
@@ -369,7 +369,7 @@ async fn a_burst_beyond_max_in_flight_is_shed_fast_and_never_hangs() {
     const BURST: usize = 40;
     let (data, seen) = spawn_faulty_data(faults(None, ms(800), None, 0)).await;
     let mut config = Config::for_tests(data.base_url());
-    config.server.max_in_flight = BOUND as u32;
+    config.common.server.max_in_flight = BOUND as u32;
     let reco = spawn_recommendation(config).await;
     let http = client();
     let started = Instant::now();
@@ -413,10 +413,10 @@ async fn get_owned(client: reqwest::Client, url: String) -> Answer {
 #[tokio::test]
 async fn a_declared_body_over_max_body_bytes_is_413_json_on_both_agents() {
     let mut data_config = data::Config::for_tests();
-    data_config.server.max_body_bytes = 1024;
+    data_config.common.server.max_body_bytes = 1024;
     let data = agent_tests::spawn_data_on(bind(None).await, data_config).await;
     let mut reco_config = Config::for_tests(data.base_url());
-    reco_config.server.max_body_bytes = 1024;
+    reco_config.common.server.max_body_bytes = 1024;
     let reco = spawn_recommendation(reco_config).await;
 
     for url in [data.url("/data"), reco.url("/recommend")] {
@@ -454,8 +454,8 @@ async fn answer_on(mut stream: TcpStream) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_bodies_hold_their_slots_only_until_the_body_read_timeout() {
     let mut config = data::Config::for_tests();
-    config.server.max_in_flight = 8;
-    config.server.body_read_timeout = ms(500);
+    config.common.server.max_in_flight = 8;
+    config.common.server.body_read_timeout = ms(500);
     let (data, seen) = agent_tests::spawn_counted_data(config).await;
     let mut stalled = Vec::new();
     for _ in 0..8 {
@@ -485,16 +485,16 @@ async fn wait_until_shed(url: &str, bound: Duration) {
 #[tokio::test]
 async fn a_stalled_upload_does_not_hold_the_drain_to_its_deadline() {
     let mut config = data::Config::for_tests();
-    config.server.max_in_flight = 1;
-    config.server.body_read_timeout = ms(300);
-    config.server.drain_timeout = Duration::from_secs(5);
+    config.common.server.max_in_flight = 1;
+    config.common.server.body_read_timeout = ms(300);
+    config.common.server.drain_timeout = Duration::from_secs(5);
     let (mut data, _) = agent_tests::spawn_counted_data(config).await;
     let answered = tokio::spawn(answer_on(stalled_put(data.addr, "/data").await));
     wait_until_shed(&data.url("/data"), ms(250)).await;
 
     let started = Instant::now();
     data.begin_shutdown();
-    assert_eq!(data.finished().await, shared::server::DrainOutcome::Complete);
+    assert_eq!(data.finished().await, shared::http::DrainOutcome::Complete);
     assert!(started.elapsed() < Duration::from_secs(2), "drain took {:?}", started.elapsed());
     assert!(answered.await.unwrap().starts_with("HTTP/1.1 408"));
 }
@@ -502,7 +502,7 @@ async fn a_stalled_upload_does_not_hold_the_drain_to_its_deadline() {
 #[tokio::test]
 async fn an_idle_http2_connection_is_closed_after_the_header_read_timeout_as_http1_is() {
     let mut config = data::Config::for_tests();
-    config.server.header_read_timeout = ms(300);
+    config.common.server.header_read_timeout = ms(300);
     let data = agent_tests::spawn_data_on(bind(None).await, config).await;
     let (mut sender, closed) = agent_tests::h2_connection(data.addr).await;
     let (status, _) = agent_tests::h2_get(&mut sender, data.addr, "/data").await.unwrap();
@@ -553,10 +553,10 @@ async fn requests_hyper_refuses_to_parse_get_fastapi_shaped_json_too() {
 #[tokio::test]
 async fn slow_or_silent_clients_are_disconnected_after_the_header_read_timeout() {
     let mut data_config = data::Config::for_tests();
-    data_config.server.header_read_timeout = ms(300);
+    data_config.common.server.header_read_timeout = ms(300);
     let data = agent_tests::spawn_data_on(bind(None).await, data_config).await;
     let mut reco_config = Config::for_tests(data.base_url());
-    reco_config.server.header_read_timeout = ms(300);
+    reco_config.common.server.header_read_timeout = ms(300);
     let reco = spawn_recommendation(reco_config).await;
 
     for addr in [data.addr, reco.addr] {

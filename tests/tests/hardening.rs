@@ -33,7 +33,7 @@ fn figures(finding: &str, what: impl std::fmt::Display) {
 }
 
 fn client() -> reqwest::Client {
-    shared::http_client::builder().no_proxy().timeout(Duration::from_secs(10)).build().unwrap()
+    shared::http::client::builder().no_proxy().timeout(Duration::from_secs(10)).build().unwrap()
 }
 
 fn url(agent: &AgentProcess, path: &str) -> String {
@@ -91,7 +91,7 @@ fn load(url: String, clients: usize, http2: bool, stop: Arc<AtomicBool>) -> Vec<
     (0..clients)
         .map(|_| {
             let (url, stop) = (url.clone(), stop.clone());
-            let builder = shared::http_client::builder().no_proxy().timeout(Duration::from_secs(10));
+            let builder = shared::http::client::builder().no_proxy().timeout(Duration::from_secs(10));
             let client = if http2 { builder.http2_prior_knowledge() } else { builder.http1_only() }.build().unwrap();
             tokio::spawn(async move {
                 let mut tally = Tally::default();
@@ -300,10 +300,7 @@ async fn f02_slow_headers_are_cut_on_every_port() {
         assert_eq!(left_open, 0, "{port}: slow connections left open");
         if port == "METRICS_PORT" {
             assert!(served_after < Duration::from_secs(1), "a flood on the metrics port held up the service port");
-            assert!(
-                at_once >= 600 - shared::metrics::METRICS_PORT_MAX_CONNECTIONS,
-                "the metrics port held {at_timeout}"
-            );
+            assert!(at_once >= 600 - shared::agent::METRICS_PORT_MAX_CONNECTIONS, "the metrics port held {at_timeout}");
         }
     }
     let scraped = http.get(format!("http://{metrics_addr}/metrics")).send().await.unwrap().status();

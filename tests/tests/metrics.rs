@@ -28,7 +28,7 @@ fn value(samples: &HashMap<String, f64>, series: &str) -> f64 {
 
 #[tokio::test]
 async fn red_metrics_use_route_templates_and_data_calls_are_counted_by_outcome() {
-    shared::metrics::install("agent-tests");
+    shared::obs::metrics::install("agent-tests");
     let data = spawn_data().await;
     let reco = spawn_recommendation(Config::for_tests(data.base_url())).await;
     let get = |path: &str| client().get(reco.url(path)).send();
@@ -128,7 +128,7 @@ async fn the_metrics_port_closes_slow_and_silent_clients_as_the_service_port_doe
     // A flood of connections to the metrics port: beyond its bound they are closed at once, so they cannot take the
     // process's file descriptors; the service port is not affected.
     let mut silent = Vec::new();
-    for _ in 0..shared::metrics::METRICS_PORT_MAX_CONNECTIONS {
+    for _ in 0..shared::agent::METRICS_PORT_MAX_CONNECTIONS {
         silent.push(tokio::net::TcpStream::connect(metrics_addr).await.unwrap());
     }
     let mut one_more = tokio::net::TcpStream::connect(metrics_addr).await.unwrap();

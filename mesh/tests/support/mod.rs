@@ -84,7 +84,7 @@ impl Drop for TempDir {
 }
 
 pub fn http() -> reqwest::Client {
-    shared::http_client::builder().no_proxy().timeout(Duration::from_secs(30)).build().expect("client")
+    shared::http::client::builder().no_proxy().timeout(Duration::from_secs(30)).build().expect("client")
 }
 
 /// `envoy --mode validate` on a bootstrap; returns (success, output).

@@ -38,7 +38,7 @@ async fn docs_like_fastapi(State(swagger): State<Router>, mut req: Request, next
         next.run(req).await
     };
     if response.status() == StatusCode::NOT_FOUND {
-        return crate::errors::not_found().await;
+        return crate::fastapi::errors::not_found().await;
     }
     if !at_bare_docs || response.status() != StatusCode::OK {
         return response;
@@ -46,7 +46,7 @@ async fn docs_like_fastapi(State(swagger): State<Router>, mut req: Request, next
     // The index links its assets relatively ("./swagger-ui.css"); served at /docs they must resolve under /docs/.
     let (mut parts, body) = response.into_parts();
     let Ok(html) = to_bytes(body, MAX_INDEX_BYTES).await else {
-        return crate::errors::json_error(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
+        return crate::fastapi::json_error(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
     };
     let html = String::from_utf8_lossy(&html).replacen("<head>", "<head>\n    <base href=\"/docs/\">", 1);
     parts.headers.remove(header::CONTENT_LENGTH);

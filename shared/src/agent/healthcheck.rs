@@ -6,15 +6,15 @@ use std::{
     time::Duration,
 };
 
-use crate::config::ServerArgs;
+use crate::http::ServerArgs;
 
 /// Bound on the whole probe: a wedged server must count as unhealthy, not hang the container runtime.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// GETs `/healthz` on the agent these settings describe; exit status 0 on 2xx, 1 otherwise.
-pub async fn run(server: &ServerArgs) -> ExitCode {
+pub(crate) async fn run(server: &ServerArgs) -> ExitCode {
     let url = format!("http://{}/healthz", probe_address(server.bind_addr, server.port));
-    let client = match crate::http_client::builder().timeout(PROBE_TIMEOUT).no_proxy().build() {
+    let client = match crate::http::client::builder().timeout(PROBE_TIMEOUT).no_proxy().build() {
         Ok(client) => client,
         Err(err) => {
             eprintln!("healthcheck: cannot build HTTP client: {err}");

@@ -32,7 +32,7 @@ use opentelemetry_sdk::{
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::propagation::TraceHeaders;
+use super::propagation::TraceHeaders;
 
 /// Bound on flushing buffered spans at shutdown, on top of the drain: Kubernetes' grace period must cover
 /// SHUTDOWN_DELAY + DRAIN_TIMEOUT + this.
@@ -183,21 +183,20 @@ fn parse_headers(raw: &str) -> Result<ExportHeaders, String> {
     Ok(ExportHeaders(headers))
 }
 
+/// Decodes `%XX` escapes, refusing what the specification does not allow: a cut-short or non-hexadecimal escape
+/// (which `percent_encoding` would pass through as is), or bytes that are not UTF-8.
 fn percent_decode(raw: &str) -> Result<String, String> {
     let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = raw.get(i + 1..i + 3).ok_or("a % escape is cut short")?;
-            out.push(u8::from_str_radix(hex, 16).map_err(|_| "a % escape is not hexadecimal")?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
+    for (i, _) in raw.match_indices('%') {
+        let escape = bytes.get(i + 1..i + 3).ok_or("a % escape is cut short")?;
+        if !escape.iter().all(u8::is_ascii_hexdigit) {
+            return Err("a % escape is not hexadecimal".to_owned());
         }
     }
-    String::from_utf8(out).map_err(|_| "a %-decoded value is not UTF-8".to_owned())
+    percent_encoding::percent_decode(bytes)
+        .decode_utf8()
+        .map(|decoded| decoded.into_owned())
+        .map_err(|_| "a %-decoded value is not UTF-8".to_owned())
 }
 
 /// An installed tracer provider; shut it down at exit to flush buffered spans.

@@ -53,7 +53,8 @@ use tokio::{
 };
 use tower::ServiceExt;
 
-use crate::{config::ServerArgs, errors::json_error, health::Health, wire_errors::JsonParseErrors};
+use super::{ServerArgs, health::Health, wire_errors::JsonParseErrors};
+use crate::fastapi::json_error;
 
 /// Interval of HTTP/2 pings on idle connections; a peer that stops answering them is disconnected.
 const HTTP2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
@@ -181,7 +182,7 @@ pub async fn serve(
 /// [`serve`], until the process exits. At most `max_connections` are served at once; beyond, a new connection is
 /// closed as soon as it is accepted, so that a flood of connections to this port cannot take the file descriptors
 /// the service port needs.
-pub fn spawn_auxiliary(
+pub(crate) fn spawn_auxiliary(
     listener: TcpListener,
     app: Router,
     options: ServeOptions,
@@ -198,7 +199,7 @@ pub fn spawn_auxiliary(
 /// What a connection that arrives during the drain is served: truthful probes, and 503 for everything else.
 fn draining_router(health: Health) -> Router {
     // The connection task adds `Connection: close` to every answer given while draining.
-    crate::health::routes(health).fallback(|| async {
+    super::health::routes(health).fallback(|| async {
         json_error(StatusCode::SERVICE_UNAVAILABLE, "The service is shutting down; retry elsewhere.").into_response()
     })
 }

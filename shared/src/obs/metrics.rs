@@ -1,8 +1,9 @@
-//! Prometheus metrics: the process-wide recorder, the RED middleware every router gets, and `GET /metrics`.
+//! Prometheus metrics: the process-wide recorder, the RED metrics of every request (recorded by
+//! [`crate::obs::ObserveLayer`]), and `GET /metrics`.
 //!
 //! Metrics are emitted through the `metrics` facade, so code anywhere in the agents can record them; this module
 //! installs the Prometheus recorder behind that facade and renders its text exposition. Nothing is recorded until
-//! [`install`] runs (the request middleware checks [`enabled`] once per request), so in-process tests and a
+//! [`install`] runs (the observe layer checks [`enabled`] once per request), so in-process tests and a
 //! `METRICS_ENABLED=false` process pay next to nothing.
 //!
 //! A scrape is cheap whatever the scrapers do: the exposition is rendered at most once per [`RENDER_REUSE`] and
@@ -15,26 +16,22 @@
 
 use std::{
     collections::HashMap,
-    net::SocketAddr,
     sync::{Arc, OnceLock, PoisonError, RwLock},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use axum::{
     Router,
-    body::{Body, Bytes},
-    extract::{MatchedPath, Request},
+    body::Bytes,
     http::{HeaderValue, Method, StatusCode, header::CONTENT_TYPE},
-    middleware::Next,
     response::{IntoResponse, Response},
     routing::get,
 };
 use clap::Args;
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tokio::net::TcpListener;
 
-use crate::{config::ServerArgs, server::ServeOptions};
+use crate::fastapi::{self, ErrorBody};
 
 /// Requests served, by `route`, `method` and `status_class`.
 pub const HTTP_REQUESTS: &str = "http_server_requests_total";
@@ -195,39 +192,18 @@ pub async fn render() -> Option<Bytes> {
     responses(
         (status = 200, description = "Prometheus text exposition format 0.0.4", body = String,
             content_type = "text/plain; version=0.0.4; charset=utf-8"),
-        (status = 404, description = "Metrics are disabled", body = crate::errors::ErrorBody),
+        (status = 404, description = "Metrics are disabled", body = ErrorBody),
     ))]
 pub async fn metrics_handler() -> Response {
     match render().await {
         Some(body) => ([(CONTENT_TYPE, HeaderValue::from_static(TEXT_FORMAT))], body).into_response(),
-        None => crate::errors::json_error(StatusCode::NOT_FOUND, "Not Found"),
+        None => fastapi::json_error(StatusCode::NOT_FOUND, "Not Found"),
     }
 }
 
 /// The `/metrics` route, ready to merge into a service router.
 pub fn routes() -> Router {
     Router::new().route("/metrics", get(metrics_handler))
-}
-
-/// Most connections the metrics port serves at once: scrapers keep one each. Beyond, new connections are closed at
-/// once, so the metrics port can never hold the file descriptors the service port needs.
-pub const METRICS_PORT_MAX_CONNECTIONS: usize = 32;
-
-/// Serves only `/metrics` on `listener` (the optional `METRICS_PORT`) until the process exits, with the service
-/// port's connection settings (header read and idle timeouts) and at most [`METRICS_PORT_MAX_CONNECTIONS`].
-pub fn spawn_listener(listener: TcpListener, options: ServeOptions) -> tokio::task::JoinHandle<()> {
-    let app = routes().fallback(crate::errors::not_found);
-    crate::server::spawn_auxiliary(listener, app, options, METRICS_PORT_MAX_CONNECTIONS)
-}
-
-/// Binds the metrics listener when `METRICS_PORT` is set and metrics are on; returns where it listens.
-pub async fn bind_listener(server: &ServerArgs) -> std::io::Result<Option<SocketAddr>> {
-    let args = &server.telemetry.metrics;
-    let Some(port) = args.metrics_port.filter(|_| args.metrics_enabled) else { return Ok(None) };
-    let listener = TcpListener::bind(SocketAddr::new(server.bind_addr, port)).await?;
-    let addr = listener.local_addr()?;
-    spawn_listener(listener, ServeOptions::from(server));
-    Ok(Some(addr))
 }
 
 /// Method labels, indexed by [`method_index`]: the standard methods, and `other` for anything else (clients choose
@@ -274,67 +250,76 @@ struct RouteMetrics {
     by_status: [OnceLock<(metrics::Counter, metrics::Histogram)>; 5],
 }
 
-type RouteTable = RwLock<HashMap<String, [OnceLock<Arc<RouteMetrics>>; 10]>>;
+/// Route templates and their handles per method. A template is stored once for the life of the process (the table
+/// is as bounded as the set of routes), so a request borrows it instead of copying it.
+type RouteTable = RwLock<HashMap<&'static str, [OnceLock<Arc<RouteMetrics>>; 10]>>;
 
-fn route_metrics(route: &str, method: usize) -> Arc<RouteMetrics> {
+fn route_metrics(route: &str, method: usize) -> (&'static str, Arc<RouteMetrics>) {
     static ROUTES: OnceLock<RouteTable> = OnceLock::new();
     let table = ROUTES.get_or_init(RouteTable::default);
-    let make = || {
-        Arc::new(RouteMetrics {
-            in_flight: metrics::gauge!(HTTP_IN_FLIGHT, "route" => route.to_owned(), "method" => METHODS[method]),
-            by_status: Default::default(),
-        })
+    let make = |route: &'static str| {
+        move || {
+            Arc::new(RouteMetrics {
+                in_flight: metrics::gauge!(HTTP_IN_FLIGHT, "route" => route, "method" => METHODS[method]),
+                by_status: Default::default(),
+            })
+        }
     };
-    if let Some(methods) = table.read().unwrap_or_else(PoisonError::into_inner).get(route) {
-        return methods[method].get_or_init(make).clone();
+    if let Some((&route, methods)) = table.read().unwrap_or_else(PoisonError::into_inner).get_key_value(route) {
+        return (route, methods[method].get_or_init(make(route)).clone());
     }
     let mut table = table.write().unwrap_or_else(PoisonError::into_inner);
-    table.entry(route.to_owned()).or_default()[method].get_or_init(make).clone()
+    let route: &'static str = match table.get_key_value(route) {
+        Some((&known, _)) => known,
+        None => Box::leak(route.to_owned().into_boxed_str()),
+    };
+    let metrics = table.entry(route).or_default()[method].get_or_init(make(route)).clone();
+    (route, metrics)
 }
 
 impl RouteMetrics {
-    fn finished(&self, route: &str, method: usize, status: usize) -> &(metrics::Counter, metrics::Histogram) {
+    fn finished(&self, route: &'static str, method: usize, status: usize) -> &(metrics::Counter, metrics::Histogram) {
         self.by_status[status].get_or_init(|| {
-            let labels = [
-                ("route", route.to_owned()),
-                ("method", METHODS[method].to_owned()),
-                ("status_class", STATUS_CLASSES[status].to_owned()),
-            ];
+            let labels = [("route", route), ("method", METHODS[method]), ("status_class", STATUS_CLASSES[status])];
             (metrics::counter!(HTTP_REQUESTS, &labels), metrics::histogram!(HTTP_DURATION, &labels))
         })
     }
 }
 
-/// Decrements the in-flight gauge when the request ends, including when the client goes away mid-request and the
-/// handler future is dropped.
-struct InFlight(Arc<RouteMetrics>);
+/// The RED metrics of one request being handled: counted in flight until dropped (answered, or abandoned when the
+/// client goes away and the handler future is dropped), then, if [`InFlight::finish`]ed, counted by status class
+/// with its duration.
+pub(crate) struct InFlight {
+    metrics: Arc<RouteMetrics>,
+    route: &'static str,
+    method: usize,
+}
 
 impl InFlight {
-    fn enter(metrics: Arc<RouteMetrics>) -> Self {
+    /// Starts counting a request to `route` (a template, or [`UNMATCHED_ROUTE`]) with `method`, when the recorder
+    /// is installed.
+    pub(crate) fn enter(route: Option<&str>, method: &Method) -> Option<Self> {
+        if !enabled() {
+            return None;
+        }
+        let method = method_index(method);
+        let (route, metrics) = route_metrics(route.unwrap_or(UNMATCHED_ROUTE), method);
         metrics.in_flight.increment(1.0);
-        Self(metrics)
+        Some(Self { metrics, route, method })
+    }
+
+    /// Counts the answer, `elapsed` after the request arrived.
+    pub(crate) fn finish(self, status: StatusCode, elapsed: Duration) {
+        let (requests, duration) = self.metrics.finished(self.route, self.method, status_index(status));
+        duration.record(elapsed);
+        requests.increment(1);
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.decrement(1.0);
+        self.metrics.in_flight.decrement(1.0);
     }
-}
-
-/// Runs a request through `next`, recording its RED metrics. Called by the shared middleware when [`enabled`].
-pub async fn record_http(req: Request<Body>, next: Next) -> Response {
-    // MatchedPath is a shared string: cloning it does not copy the route.
-    let matched = req.extensions().get::<MatchedPath>().cloned();
-    let route = matched.as_ref().map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
-    let method = method_index(req.method());
-    let started = Instant::now();
-    let in_flight = InFlight::enter(route_metrics(route, method));
-    let response = next.run(req).await;
-    let (requests, duration) = in_flight.0.finished(route, method, status_index(response.status()));
-    duration.record(started.elapsed());
-    requests.increment(1);
-    response
 }
 
 #[cfg(test)]

@@ -1,13 +1,13 @@
 //! Log line formats that carry the correlation ids (`trace_id`, `span_id`, `request_id`) of the request a line
 //! belongs to.
 //!
-//! The ids are computed once per request (see [`crate::telemetry::ids`]) and stored as a [`LogIds`] extension on
-//! the request's span in the registry. Every line emitted inside that span, however deeply nested, picks them up
+//! The ids are computed once per request, when the request's span is made (see [`crate::obs::ObserveLayer`]), and
+//! stored as a [`LogIds`] extension on the span in the registry. Every line emitted inside that span, however deeply nested, picks them up
 //! from the nearest span that has them: no per-line lookups into OpenTelemetry, no re-parsing of span fields.
 //!
 //! JSON lines look like
 //! `{"timestamp":"…","level":"INFO","message":"request completed","status":200,"latency_ms":0.4,`
-//! `"target":"shared::middleware","trace_id":"…","span_id":"…","request_id":"…",`
+//! `"target":"shared::obs::request","trace_id":"…","span_id":"…","request_id":"…",`
 //! `"span":{"name":"request","method":"GET","route":"/data"}}`.
 //! Text lines are tracing's usual format with ` trace_id=… span_id=… request_id=…` appended, and their fields
 //! written logfmt-style by [`TextFields`]: a value that is not a plain token is quoted and escaped, so a value taken
@@ -137,6 +137,18 @@ impl<'w> FormatFields<'w> for JsonFields {
     }
 }
 
+/// `record_<type>` methods of a [`Visit`] that write the value as it prints (numbers and booleans), through the
+/// visitor's own `pair` method.
+macro_rules! record_as_printed {
+    ($($method:ident: $ty:ty),* $(,)?) => {
+        $(
+            fn $method(&mut self, field: &Field, value: $ty) {
+                self.pair(field, |w| write!(w, "{value}"));
+            }
+        )*
+    };
+}
+
 /// Writes visited fields as `"name":value` pairs.
 struct JsonVisitor<'a, 'w> {
     w: &'a mut Writer<'w>,
@@ -176,25 +188,7 @@ impl Visit for JsonVisitor<'_, '_> {
         }
     }
 
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        self.pair(field, |w| write!(w, "{value}"));
-    }
-
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        self.pair(field, |w| write!(w, "{value}"));
-    }
-
-    fn record_i128(&mut self, field: &Field, value: i128) {
-        self.pair(field, |w| write!(w, "{value}"));
-    }
-
-    fn record_u128(&mut self, field: &Field, value: u128) {
-        self.pair(field, |w| write!(w, "{value}"));
-    }
-
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        self.pair(field, |w| write!(w, "{value}"));
-    }
+    record_as_printed!(record_i64: i64, record_u64: u64, record_i128: i128, record_u128: u128, record_bool: bool);
 
     fn record_str(&mut self, field: &Field, value: &str) {
         self.pair(field, |w| write_json_str(w, value));
@@ -297,21 +291,7 @@ impl TextVisitor<'_, '_> {
 }
 
 impl Visit for TextVisitor<'_, '_> {
-    fn record_f64(&mut self, field: &Field, value: f64) {
-        self.pair(field, |w| write!(w, "{value}"));
-    }
-
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        self.pair(field, |w| write!(w, "{value}"));
-    }
-
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        self.pair(field, |w| write!(w, "{value}"));
-    }
-
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        self.pair(field, |w| write!(w, "{value}"));
-    }
+    record_as_printed!(record_f64: f64, record_i64: i64, record_u64: u64, record_bool: bool);
 
     fn record_str(&mut self, field: &Field, value: &str) {
         self.text(field, value);

@@ -26,7 +26,7 @@ const HYPER_ANSWERS: [(&[u8], &str); 3] = [
 
 /// A socket whose bodiless parse-error answers from hyper are given a JSON body (see the module docs).
 #[derive(Debug)]
-pub struct JsonParseErrors<T> {
+pub(crate) struct JsonParseErrors<T> {
     inner: T,
     /// A rewritten answer still to be written, and how much of it is.
     pending: Option<(Vec<u8>, usize)>,
@@ -34,7 +34,7 @@ pub struct JsonParseErrors<T> {
 
 impl<T> JsonParseErrors<T> {
     /// Wraps a connection's socket.
-    pub fn new(inner: T) -> Self {
+    pub(crate) fn new(inner: T) -> Self {
         Self { inner, pending: None }
     }
 }

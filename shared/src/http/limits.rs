@@ -1,16 +1,21 @@
-//! The bounds on every request body, in size (`MAX_BODY_BYTES`) and in time (`BODY_READ_TIMEOUT`), as a tower
-//! layer, and the FastAPI-shaped answers when a body crosses one or cannot be read.
+//! The bounds every request to an app route gets before its handler runs: on concurrency ([`shed`]), and on its
+//! body, in size (`MAX_BODY_BYTES`) and in time (`BODY_READ_TIMEOUT`) ([`RequestBodyLayer`]).
+//!
+//! Shedding answers at once: a request over `MAX_IN_FLIGHT` gets 503 with `Retry-After` instead of waiting in a
+//! queue, so under a burst the agent keeps answering quickly and callers (or the mesh) can go elsewhere. It is
+//! tower's concurrency limit and load shedder with a FastAPI-shaped answer; only the app routes get it (see
+//! [`crate::agent`]), so probes and scrapes are never shed: failing liveness under load would get a busy pod
+//! restarted, which makes the overload worse, and operators need metrics most when the agent is busiest.
 //!
 //! A body declared larger than the limit is refused before anything is read. Any other body is wrapped in a
 //! [`BoundedBody`], which fails as soon as more than the limit has arrived, or once the whole body has not arrived
-//! within the read timeout counted from the request head. The handler reading the body (through [`read`]) then
-//! answers 413 or 408 and returns, so the request frees its in-flight slot and a drain is not held up by a client
-//! that stopped sending. A body that breaks off or is malformed (a bad chunk size) is 400, with the message FastAPI
-//! uses when it cannot read a body.
+//! within the read timeout counted from the request head. The handler reading the body (through
+//! [`crate::fastapi::body::read`]) then answers 413 or 408 and returns, so the request frees its in-flight slot and a
+//! drain is not held up by a client that stopped sending.
 //!
-//! Written here rather than composed from `http_body_util::Limited` and tower-http's `TimeoutBody`: the latter
-//! restarts its timer at every frame, so a client sending a byte every few seconds would never time out, and the
-//! answers must name the configured limit, which those errors do not carry.
+//! The body bounds are written here rather than composed from `http_body_util::Limited` and tower-http's
+//! `TimeoutBody`: the latter restarts its timer at every frame, so a client sending a byte every few seconds would
+//! never time out, and the answers must name the configured limit, which those errors do not carry.
 
 use std::{
     fmt,
@@ -21,23 +26,41 @@ use std::{
 };
 
 use axum::{
-    BoxError,
+    BoxError, Router,
     body::{Body, Bytes},
-    extract::{FromRequest, Request},
+    error_handling::HandleErrorLayer,
+    extract::Request,
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use futures_util::future::Either;
-use http_body_util::BodyExt;
 use hyper::body::{Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
-use tower::{Layer, Service};
-
-use crate::{
-    config::ServerArgs,
-    errors::{ErrorBody, json_error},
-    validation::ValidationErrorBody,
+use tower::{
+    Layer, Service, ServiceBuilder, limit::GlobalConcurrencyLimitLayer, load_shed::LoadShedLayer,
+    load_shed::error::Overloaded,
 };
+
+use super::ServerArgs;
+use crate::fastapi::{BodyLimitError, BodyRejection, Failure, json_error};
+
+/// Seconds a shed caller is asked to wait: in-flight requests usually finish well within it.
+const SHED_RETRY_AFTER: HeaderValue = HeaderValue::from_static("1");
+
+/// The admission limits of one agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most requests to the app routes handled at once.
+    pub max_in_flight: u32,
+    /// The bounds on each request body.
+    pub body: BodyLimits,
+}
+
+impl From<&ServerArgs> for Limits {
+    fn from(args: &ServerArgs) -> Self {
+        Self { max_in_flight: args.max_in_flight, body: BodyLimits::from(args) }
+    }
+}
 
 /// The bounds on one request body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,111 +77,32 @@ impl From<&ServerArgs> for BodyLimits {
     }
 }
 
-/// Why a body was not read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum BodyLimitError {
-    /// More than the limit was declared or sent.
-    #[error("request body over the limit of {limit} bytes")]
-    TooLarge {
-        /// The limit.
-        limit: usize,
-    },
-    /// The body had not arrived within the read timeout.
-    #[error("request body not received within {after:?}")]
-    TimedOut {
-        /// The read timeout.
-        after: Duration,
-    },
+/// Bounds the requests handled at once by every route of `router` together (call after the routes are added):
+/// beyond `max_in_flight`, a request is answered 503 with `Retry-After` at once.
+pub fn shed(router: Router, max_in_flight: u32) -> Router {
+    metrics::describe_counter!(
+        "http_requests_shed_total",
+        "Requests answered 503 at once because MAX_IN_FLIGHT were in flight"
+    );
+    router.layer(
+        ServiceBuilder::new()
+            .layer(HandleErrorLayer::new(shed_answer))
+            .layer(LoadShedLayer::new())
+            // One permit pool for every route; a permit is held until the handler has produced its response (our
+            // answers are small, so that is the request's cost).
+            .layer(GlobalConcurrencyLimitLayer::new(max_in_flight as usize)),
+    )
 }
 
-/// Why a handler could not use a request body; answers in FastAPI's shapes.
-#[derive(Debug, Clone, PartialEq)]
-pub enum BodyRejection {
-    /// 413 or 408: a bound was crossed.
-    Limit(BodyLimitError),
-    /// 400: the body broke off or its framing was malformed.
-    Unreadable,
-    /// 422: the body arrived but is not what the route accepts.
-    Invalid(ValidationErrorBody),
-}
-
-impl From<ValidationErrorBody> for BodyRejection {
-    fn from(body: ValidationErrorBody) -> Self {
-        Self::Invalid(body)
+async fn shed_answer(err: BoxError) -> Response {
+    if err.is::<Overloaded>() {
+        metrics::counter!("http_requests_shed_total").increment(1);
+        let mut response = json_error(StatusCode::SERVICE_UNAVAILABLE, "The agent is at capacity; try again shortly.");
+        response.headers_mut().insert(header::RETRY_AFTER, SHED_RETRY_AFTER);
+        return Failure::attach(response, "shed: MAX_IN_FLIGHT requests in flight");
     }
-}
-
-impl IntoResponse for BodyRejection {
-    fn into_response(self) -> Response {
-        match self {
-            Self::Limit(BodyLimitError::TooLarge { limit }) => {
-                json_error(StatusCode::PAYLOAD_TOO_LARGE, format!("Request body too large: the limit is {limit} bytes"))
-            }
-            Self::Limit(BodyLimitError::TimedOut { after }) => {
-                let mut response = json_error(
-                    StatusCode::REQUEST_TIMEOUT,
-                    format!("Request body not received within {}", humantime::format_duration(after)),
-                );
-                // Whatever is left of the body will not be read, so the connection cannot carry another request.
-                response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-                response
-            }
-            Self::Unreadable => json_error(StatusCode::BAD_REQUEST, "There was an error parsing the body"),
-            Self::Invalid(body) => body.into_response(),
-        }
-    }
-}
-
-/// A whole request body, read within the bounds the [`RequestBodyLayer`] put on it.
-#[derive(Debug, Clone)]
-pub struct BodyBytes(pub Bytes);
-
-impl<S: Send + Sync> FromRequest<S> for BodyBytes {
-    type Rejection = BodyRejection;
-
-    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
-        read(req.into_body()).await.map(Self)
-    }
-}
-
-/// The answers of a route that reads a body when the body cannot be read, for its OpenAPI description:
-/// `responses(..., BodyReadErrors)` in `#[utoipa::path]`.
-#[derive(Debug, utoipa::IntoResponses)]
-pub enum BodyReadErrors {
-    /// The body broke off or its framing is malformed.
-    #[response(status = 400)]
-    Unreadable(ErrorBody),
-    /// The body did not arrive within BODY_READ_TIMEOUT.
-    #[response(status = 408)]
-    TimedOut(ErrorBody),
-    /// The body is larger than MAX_BODY_BYTES.
-    #[response(status = 413)]
-    TooLarge(ErrorBody),
-}
-
-/// Reads a whole request body within the bounds the [`RequestBodyLayer`] put on it.
-pub async fn read(body: Body) -> Result<Bytes, BodyRejection> {
-    match body.collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(err) => {
-            let limit = std::iter::successors(Some(&err as &(dyn std::error::Error + 'static)), |e| e.source())
-                .find_map(|e| e.downcast_ref::<BodyLimitError>());
-            match limit {
-                Some(limit) => {
-                    let reason = match limit {
-                        BodyLimitError::TooLarge { .. } => "body_too_large",
-                        BodyLimitError::TimedOut { .. } => "body_timeout",
-                    };
-                    metrics::counter!("http_requests_rejected_total", "reason" => reason).increment(1);
-                    Err(BodyRejection::Limit(*limit))
-                }
-                None => {
-                    tracing::debug!(error = %err, "request body unreadable");
-                    Err(BodyRejection::Unreadable)
-                }
-            }
-        }
-    }
+    // The routes under the limit cannot fail (axum handlers are infallible), so only the shedder's error arrives.
+    Failure::attach(json_error(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"), err)
 }
 
 /// Puts [`BodyLimits`] on every request of the service it wraps (see the module docs).
@@ -208,8 +152,9 @@ where
     fn call(&mut self, req: Request) -> Self::Future {
         let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         if declared.is_some_and(|len| len > self.limits.max_bytes as u64) {
-            metrics::counter!("http_requests_rejected_total", "reason" => "body_too_large").increment(1);
-            let refused = BodyRejection::Limit(BodyLimitError::TooLarge { limit: self.limits.max_bytes });
+            let refused = BodyLimitError::TooLarge { limit: self.limits.max_bytes };
+            metrics::counter!("http_requests_rejected_total", "reason" => refused.reason()).increment(1);
+            let refused = BodyRejection::Limit(refused);
             return Either::Left(ready(Ok(refused.into_response())));
         }
         let limits = self.limits;
@@ -282,11 +227,15 @@ impl hyper::body::Body for BoundedBody {
 
 #[cfg(test)]
 mod tests {
-    use axum::{Router, routing::post};
-    use http_body_util::channel::Channel;
+    use std::sync::Arc;
+
+    use axum::routing::{get, post};
+    use http_body_util::{BodyExt, channel::Channel};
+    use tokio::sync::{Notify, mpsc};
     use tower::ServiceExt;
 
     use super::*;
+    use crate::fastapi::body::read;
 
     const LIMITS: BodyLimits = BodyLimits { max_bytes: 16, read_timeout: Duration::from_secs(3) };
 
@@ -349,5 +298,55 @@ mod tests {
     async fn a_body_within_the_bounds_is_read_whole() {
         let response = echo().oneshot(Request::post("/echo").body(Body::from("0123456789abcdef")).unwrap()).await;
         assert_eq!(status_and_body(response.unwrap()).await, (StatusCode::OK, "16".to_owned()));
+    }
+
+    /// `/work` announces each request on `entered`, then holds it until `gate` is notified; `/open` is outside the
+    /// limit, as the ops routes are.
+    fn gated_app(max_in_flight: u32, entered: mpsc::UnboundedSender<()>, gate: Arc<Notify>) -> Router {
+        let work = Router::new().route(
+            "/work",
+            get(move || {
+                let (entered, gate) = (entered.clone(), gate.clone());
+                async move {
+                    let _ = entered.send(());
+                    gate.notified().await;
+                    "done"
+                }
+            }),
+        );
+        shed(work, max_in_flight).route("/open", get(|| async { "ok" }))
+    }
+
+    fn get_request(uri: &str) -> Request {
+        Request::get(uri).body(Body::empty()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn requests_beyond_the_bound_are_shed_at_once_but_routes_outside_it_are_not() {
+        let (entered_tx, mut entered) = mpsc::unbounded_channel();
+        let gate = Arc::new(Notify::new());
+        let app = gated_app(1, entered_tx, gate.clone());
+        let held = tokio::spawn(app.clone().oneshot(get_request("/work")));
+        tokio::time::timeout(Duration::from_secs(5), entered.recv()).await.expect("the first request is handled");
+
+        let shed = app.clone().oneshot(get_request("/work")).await.unwrap();
+        assert_eq!(shed.headers()[header::RETRY_AFTER], "1");
+        assert_eq!(
+            status_and_body(shed).await,
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                r#"{"detail":"The agent is at capacity; try again shortly."}"#.to_owned()
+            )
+        );
+        let open = app.clone().oneshot(get_request("/open")).await.unwrap();
+        assert_eq!(open.status(), StatusCode::OK, "routes outside the limit are never shed");
+
+        gate.notify_one();
+        assert_eq!(held.await.unwrap().unwrap().status(), StatusCode::OK);
+        // The slot is free again once the held request is answered.
+        let next = tokio::spawn(app.oneshot(get_request("/work")));
+        tokio::time::timeout(Duration::from_secs(5), entered.recv()).await.expect("admitted after the slot freed");
+        gate.notify_one();
+        assert_eq!(next.await.unwrap().unwrap().status(), StatusCode::OK);
     }
 }

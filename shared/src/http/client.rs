@@ -1,4 +1,5 @@
-//! The outbound HTTP client builder both agents use (the recommendation agent for data, both for `healthcheck`).
+//! The outbound HTTP client builder everything here uses: the recommendation agent's data client, the Dapr sidecar
+//! client, the `healthcheck` subcommand.
 
 /// A reqwest builder with rustls on the `ring` provider.
 ///

@@ -10,7 +10,7 @@ use std::{future::Future, io};
 use tokio::signal::unix::{SignalKind, signal};
 
 /// Installs SIGTERM and SIGINT handlers now; the returned future completes when either arrives.
-pub fn listen() -> io::Result<impl Future<Output = ()> + Send + 'static> {
+pub(crate) fn listen() -> io::Result<impl Future<Output = ()> + Send + 'static> {
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     Ok(async move {

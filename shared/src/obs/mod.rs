@@ -1,6 +1,7 @@
-//! Process-wide telemetry: log lines (JSON or text on stdout, filtered by `RUST_LOG`) that carry the request's
-//! correlation ids, Prometheus metrics (see [`crate::metrics`]), and optional OpenTelemetry span export
-//! (see [`otel`]).
+//! Observability of an agent: log lines (JSON or text on stdout, filtered by `RUST_LOG`) that carry the request's
+//! correlation ids ([`logs`], `batched`), Prometheus metrics ([`metrics`]), optional OpenTelemetry span export
+//! ([`otel`]), the trace headers copied from a request to the calls it makes ([`propagation`]), and the layer that
+//! observes every request: its id, its span, its RED metrics and its one log line ([`ObserveLayer`]).
 //!
 //! # Correlation ids in logs
 //!
@@ -16,17 +17,20 @@
 //! whether it is recorded; it prints nothing by itself. Health probes and scrapes get a DEBUG span instead, so
 //! they produce neither lines nor spans unless asked for.
 //!
-//! Lines are written to stdout in batches by a writer thread (see [`batched`]), at most 10 ms after they were
+//! Lines are written to stdout in batches by a writer thread (see the `batched` module), at most 10 ms after they were
 //! logged.
 
-pub mod batched;
+pub(crate) mod batched;
 pub mod logs;
+pub mod metrics;
 pub mod otel;
+pub mod propagation;
+mod request;
 
 use std::io::IsTerminal as _;
 
 use axum::http::HeaderMap;
-use clap::Args;
+use clap::{Args, ValueEnum};
 use tracing::{Level, Span};
 use tracing_subscriber::{
     EnvFilter, Layer as _,
@@ -37,18 +41,53 @@ use tracing_subscriber::{
 };
 
 pub use logs::LogIds;
+pub use propagation::{REQUEST_ID, TraceHeaders};
+pub use request::{Observe, ObserveLayer};
 
-use crate::config::{LogFormat, ServerArgs};
-
-/// Telemetry settings shared by both agents (logging has its own settings in [`ServerArgs`]).
-#[derive(Debug, Clone, Default, Args)]
+/// Log, metrics and trace settings shared by both agents.
+#[derive(Debug, Clone, Args)]
 pub struct TelemetryArgs {
+    /// Log line format: `json` for log shippers, `text` for people.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
+
+    /// Log filter in tracing's EnvFilter syntax, e.g. `info` or `info,recommendation=debug`.
+    #[arg(long = "log-filter", env = "RUST_LOG", default_value = "info", value_parser = parse_log_filter)]
+    pub log_filter: String,
+
     /// Prometheus metrics.
     #[command(flatten)]
-    pub metrics: crate::metrics::MetricsArgs,
+    pub metrics: metrics::MetricsArgs,
+
     /// OpenTelemetry span export.
     #[command(flatten)]
     pub otel: otel::OtelArgs,
+}
+
+impl TelemetryArgs {
+    /// The settings a test wants: text lines at info, metrics on (nothing is recorded until a recorder is
+    /// installed), no span export.
+    pub fn for_tests() -> Self {
+        Self {
+            log_format: LogFormat::Text,
+            log_filter: "info".to_owned(),
+            metrics: metrics::MetricsArgs::default(),
+            otel: otel::OtelArgs::default(),
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable lines.
+    Text,
+}
+
+fn parse_log_filter(raw: &str) -> Result<String, String> {
+    EnvFilter::try_new(raw).map(|_| raw.to_owned()).map_err(|e| e.to_string())
 }
 
 /// Why telemetry could not start.
@@ -89,10 +128,10 @@ impl Telemetry {
 /// Installs the global log subscriber, the OpenTelemetry layer when an OTLP endpoint is set, and the metrics
 /// recorder unless disabled. Call once, first thing in `main`; `agent` is the default `service.name` and the
 /// `agent` label of `agent_build_info`.
-pub fn init(server: &ServerArgs, agent: &'static str) -> Result<Telemetry, InitError> {
-    let exporting = otel::start(&server.telemetry.otel, agent)?;
+pub fn init(args: &TelemetryArgs, agent: &'static str) -> Result<Telemetry, InitError> {
+    let exporting = otel::start(&args.otel, agent)?;
     // The filter was validated when settings were parsed.
-    let log_filter = EnvFilter::try_new(&server.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let log_filter = EnvFilter::try_new(&args.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
     // Spans only from the agents' own code, at INFO and above: request and data-call spans, not probes and not the
     // libraries' internals (which would also loop the exporter's own HTTP calls back into it).
     let otel_layer = exporting.as_ref().map(|exporting| {
@@ -112,7 +151,7 @@ pub fn init(server: &ServerArgs, agent: &'static str) -> Result<Telemetry, InitE
     // Lines reach stdout in batches (see `batched`): a write per batch, not per line.
     let (writer, log_writer) = batched::writer(std::io::stdout()).map_err(InitError::LogWriter)?;
     let registry = tracing_subscriber::registry().with(otel_layer);
-    match server.log_format {
+    match args.log_format {
         LogFormat::Json => registry
             .with(
                 fmt::layer()
@@ -138,25 +177,44 @@ pub fn init(server: &ServerArgs, agent: &'static str) -> Result<Telemetry, InitE
     }
     if exporting.is_some() {
         otel::mark_enabled();
-        let otel = &server.telemetry.otel;
+        let otel = &args.otel;
         tracing::info!(
             traces_endpoint = otel.traces_endpoint().unwrap_or_default(),
             sampler = ?otel.otel_traces_sampler,
             "exporting spans over OTLP/HTTP"
         );
     }
-    if server.telemetry.metrics.metrics_enabled {
-        crate::metrics::install(agent);
+    if args.metrics.metrics_enabled {
+        metrics::install(agent);
     }
     Ok(Telemetry { exporting, log_writer })
 }
 
 /// Gives a request's server span its correlation ids: continues the caller's trace when OpenTelemetry is on,
 /// otherwise derives them from the incoming headers (see the module docs). A disabled span is left alone.
-pub fn attach_request_ids(span: &Span, headers: &HeaderMap, request_id: &str) {
+pub(crate) fn attach_request_ids(span: &Span, headers: &HeaderMap, request_id: &str) {
     if span.is_disabled() {
         return;
     }
     let (trace_id, span_id) = otel::continue_trace(span, headers).unwrap_or_else(|| otel::ids_from_headers(headers));
     logs::attach(span, LogIds { trace_id, span_id, request_id: request_id.to_owned() });
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        telemetry: TelemetryArgs,
+    }
+
+    #[test]
+    fn bad_log_filter_is_refused() {
+        assert!(Cli::try_parse_from(["x", "--log-filter", "info,[[["]).is_err());
+        assert!(Cli::try_parse_from(["x", "--log-filter", "warn,recommendation=debug"]).is_ok());
+    }
 }

@@ -1,22 +1,146 @@
-//! JSON request bodies validated with FastAPI's 422 shapes (pydantic v2 messages and type codes).
+//! Request bodies the way FastAPI reads them: the answers when a body cannot be read (400, 408, 413), and JSON
+//! bodies validated with FastAPI's 422 shapes (pydantic v2 messages and type codes).
 //!
 //! axum's `Json` rejections are plain text with 400/415/422; FastAPI answers every body problem with a 422 list:
 //! a missing body is `missing` at `["body"]`, undecodable JSON is `json_invalid` at `["body", <position>]`, a body
 //! that is not an object is `model_attributes_type`, and each bad field is reported at `["body", <field>, ...]`.
 //! [`JsonBody`] decodes the body that way and [`Fields`] checks an object field by field, collecting every issue.
-//! A body that cannot be read at all (too large, too slow, broken off) is rejected before any of this, see
-//! [`crate::request_body`].
+//! A body that cannot be read at all is rejected before any of this: the bounds on size and time are put on every
+//! body by [`crate::http::RequestBodyLayer`], which fails the body with a [`BodyLimitError`]; [`read`] turns that
+//! into the 413 or 408 answer.
+
+use std::time::Duration;
 
 use axum::{
+    body::{Body, Bytes},
     extract::{FromRequest, Request},
-    http::header::CONTENT_TYPE,
+    http::{HeaderValue, StatusCode, header, header::CONTENT_TYPE},
+    response::{IntoResponse, Response},
 };
+use http_body_util::BodyExt;
 use serde_json::{Map, Value, json};
 
-use crate::{
-    request_body::{BodyBytes, BodyRejection},
+use super::{
+    errors::{ErrorBody, Failure, json_error},
     validation::{ValidationErrorBody, ValidationIssue},
 };
+
+/// Why a body was not read: it crossed one of the bounds the body layer puts on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BodyLimitError {
+    /// More than the limit was declared or sent.
+    #[error("request body over the limit of {limit} bytes")]
+    TooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// The body had not arrived within the read timeout.
+    #[error("request body not received within {after:?}")]
+    TimedOut {
+        /// The read timeout.
+        after: Duration,
+    },
+}
+
+impl BodyLimitError {
+    /// The label of `http_requests_rejected_total{reason}`.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::TooLarge { .. } => "body_too_large",
+            Self::TimedOut { .. } => "body_timeout",
+        }
+    }
+}
+
+/// Why a handler could not use a request body; answers in FastAPI's shapes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BodyRejection {
+    /// 413 or 408: a bound was crossed.
+    Limit(BodyLimitError),
+    /// 400: the body broke off or its framing was malformed.
+    Unreadable,
+    /// 422: the body arrived but is not what the route accepts.
+    Invalid(ValidationErrorBody),
+}
+
+impl From<ValidationErrorBody> for BodyRejection {
+    fn from(body: ValidationErrorBody) -> Self {
+        Self::Invalid(body)
+    }
+}
+
+impl IntoResponse for BodyRejection {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Limit(limit @ BodyLimitError::TooLarge { limit: max }) => Failure::attach(
+                json_error(StatusCode::PAYLOAD_TOO_LARGE, format!("Request body too large: the limit is {max} bytes")),
+                limit,
+            ),
+            Self::Limit(limit @ BodyLimitError::TimedOut { after }) => {
+                let mut response = json_error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!("Request body not received within {}", humantime::format_duration(after)),
+                );
+                // Whatever is left of the body will not be read, so the connection cannot carry another request.
+                response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                Failure::attach(response, limit)
+            }
+            Self::Unreadable => Failure::attach(
+                json_error(StatusCode::BAD_REQUEST, "There was an error parsing the body"),
+                "request body broke off or is malformed",
+            ),
+            Self::Invalid(body) => body.into_response(),
+        }
+    }
+}
+
+/// A whole request body, read within the bounds the body layer put on it.
+#[derive(Debug, Clone)]
+pub struct BodyBytes(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for BodyBytes {
+    type Rejection = BodyRejection;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        read(req.into_body()).await.map(Self)
+    }
+}
+
+/// The answers of a route that reads a body when the body cannot be read, for its OpenAPI description:
+/// `responses(..., BodyReadErrors)` in `#[utoipa::path]`.
+#[derive(Debug, utoipa::IntoResponses)]
+pub enum BodyReadErrors {
+    /// The body broke off or its framing is malformed.
+    #[response(status = 400)]
+    Unreadable(ErrorBody),
+    /// The body did not arrive within BODY_READ_TIMEOUT.
+    #[response(status = 408)]
+    TimedOut(ErrorBody),
+    /// The body is larger than MAX_BODY_BYTES.
+    #[response(status = 413)]
+    TooLarge(ErrorBody),
+}
+
+/// Reads a whole request body within the bounds the body layer put on it.
+pub async fn read(body: Body) -> Result<Bytes, BodyRejection> {
+    match body.collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) => {
+            let limit = std::iter::successors(Some(&err as &(dyn std::error::Error + 'static)), |e| e.source())
+                .find_map(|e| e.downcast_ref::<BodyLimitError>());
+            match limit {
+                Some(limit) => {
+                    metrics::counter!("http_requests_rejected_total", "reason" => limit.reason()).increment(1);
+                    Err(BodyRejection::Limit(*limit))
+                }
+                None => {
+                    tracing::debug!(error = %err, "request body unreadable");
+                    Err(BodyRejection::Unreadable)
+                }
+            }
+        }
+    }
+}
 
 /// A request body decoded as JSON the way FastAPI does it (see the module docs).
 #[derive(Debug, Clone)]
@@ -189,7 +313,7 @@ impl<'a> Fields<'a> {
                     None,
                 )),
             },
-            Value::String(s) => crate::validation::parse_lax_int(s).ok_or_else(|| {
+            Value::String(s) => super::validation::parse_lax_int(s).ok_or_else(|| {
                 boxed(
                     "int_parsing",
                     loc.clone(),
@@ -287,27 +411,16 @@ fn check_string(value: &Value, loc: Vec<Value>, min: usize, max: usize) -> Resul
         return Err(boxed("string_type", loc, "Input should be a valid string", value.clone(), None));
     };
     let len = s.chars().count();
-    if len < min {
-        let unit = if min == 1 { "character" } else { "characters" };
-        return Err(boxed(
-            "string_too_short",
-            loc,
-            format!("String should have at least {min} {unit}"),
-            value.clone(),
-            Some(json!({"min_length": min})),
-        ));
-    }
-    if len > max {
-        let unit = if max == 1 { "character" } else { "characters" };
-        return Err(boxed(
-            "string_too_long",
-            loc,
-            format!("String should have at most {max} {unit}"),
-            value.clone(),
-            Some(json!({"max_length": max})),
-        ));
-    }
-    Ok(s.clone())
+    let (kind, bound, relation, ctx_key) = if len < min {
+        ("string_too_short", min, "at least", "min_length")
+    } else if len > max {
+        ("string_too_long", max, "at most", "max_length")
+    } else {
+        return Ok(s.clone());
+    };
+    let unit = if bound == 1 { "character" } else { "characters" };
+    let message = format!("String should have {relation} {bound} {unit}");
+    Err(boxed(kind, loc, message, value.clone(), Some(json!({ ctx_key: bound }))))
 }
 
 #[cfg(test)]

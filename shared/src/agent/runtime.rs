@@ -7,7 +7,7 @@ use std::{error::Error, future::Future, process::ExitCode, time::Duration};
 const BLOCKING_THREADS_GRACE: Duration = Duration::from_millis(200);
 
 /// Runs an agent's `main` body on a multi-threaded runtime; a startup error is printed on one line, exit status 1.
-pub fn block_on<F>(name: &str, main: F) -> ExitCode
+pub(crate) fn block_on<F>(name: &str, main: F) -> ExitCode
 where
     F: Future<Output = Result<ExitCode, Box<dyn Error + Send + Sync>>>,
 {

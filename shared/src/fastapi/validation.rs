@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
+use super::errors::Failure;
+
 /// One problem with one input, located FastAPI-style (`["query", "limit"]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ValidationIssue {
@@ -44,8 +46,22 @@ pub struct ValidationErrorBody {
 
 impl IntoResponse for ValidationErrorBody {
     fn into_response(self) -> Response {
-        (StatusCode::UNPROCESSABLE_ENTITY, Json(self)).into_response()
+        let why = match self.detail.as_slice() {
+            [] => "invalid input".to_owned(),
+            [only] => format!("invalid input {}: {}", loc_text(&only.loc), only.kind),
+            issues => {
+                format!("{} invalid inputs, the first {}: {}", issues.len(), loc_text(&issues[0].loc), issues[0].kind)
+            }
+        };
+        Failure::attach((StatusCode::UNPROCESSABLE_ENTITY, Json(self)).into_response(), why)
     }
+}
+
+/// `query.limit`, `body.categories.0`: where an issue is, for the log.
+fn loc_text(loc: &[Value]) -> String {
+    let parts: Vec<String> =
+        loc.iter().map(|part| part.as_str().map_or_else(|| part.to_string(), str::to_owned)).collect();
+    parts.join(".")
 }
 
 /// The path parameters of the matched route, percent-decoded as uvicorn decodes the path: bytes that are not UTF-8

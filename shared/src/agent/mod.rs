@@ -1,0 +1,209 @@
+//! One agent process, from the command line to the exit status. Both agent binaries are this module with their own
+//! routes and state: each implements [`Agent`], and its `main` is `shared::agent::main::<AppState>()`.
+//!
+//! What [`main`] does, in order: parse the settings (a bad one: one line naming it, exit 2); install the SIGTERM and
+//! SIGINT handlers; start telemetry; build the agent's state; with a Dapr sidecar, wait for it (bounded) and read
+//! the app token from its secret store when so configured; bind the listeners (the service port, and
+//! `METRICS_PORT` when set); serve the agent's [`router`] until a signal, then drain (see [`crate::http::server`]);
+//! flush telemetry; exit 0, or 1 when the drain was cut short.
+
+mod healthcheck;
+mod router;
+mod runtime;
+mod shutdown;
+
+use std::{future::Future, io, net::SocketAddr, process::ExitCode, sync::Arc};
+
+use axum::{BoxError, Router};
+use clap::{Args, CommandFactory, Parser};
+use serde_json::Value;
+use tokio::net::TcpListener;
+use utoipa::openapi::OpenApi;
+
+pub use router::router;
+
+use crate::{
+    config::{self, BadSetting},
+    dapr::{DaprArgs, Sidecar},
+    http::{self, DrainOutcome, Health, Limits, ServeOptions, ServerArgs},
+    obs::{self, TelemetryArgs},
+};
+
+/// The settings every agent has: serving, telemetry and Dapr.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// Listener, admission and shutdown settings.
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Logs, metrics and span export.
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+    /// The Dapr sidecar.
+    #[command(flatten)]
+    pub dapr: DaprArgs,
+}
+
+impl CommonArgs {
+    /// The settings a test wants (see each part's `for_tests`).
+    pub fn for_tests() -> Self {
+        Self { server: ServerArgs::for_tests(), telemetry: TelemetryArgs::for_tests(), dapr: DaprArgs::for_tests() }
+    }
+}
+
+/// Subcommands every agent binary offers besides serving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
+pub enum Subcommand {
+    /// Probe this agent's /healthz on PORT and exit 0 if healthy, 1 otherwise (for image HEALTHCHECKs without a
+    /// shell).
+    Healthcheck,
+}
+
+/// The command line of an agent binary: its settings, or a subcommand.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli<C: Args> {
+    /// What to do instead of serving.
+    #[command(subcommand)]
+    command: Option<Subcommand>,
+    /// Settings.
+    #[command(flatten)]
+    config: C,
+}
+
+/// What every agent process has besides its own state: readiness, the serving and admission settings, the Dapr
+/// sidecar when there is one, and the token calls must carry.
+#[derive(Debug, Clone)]
+pub struct Core {
+    health: Health,
+    serve: ServeOptions,
+    limits: Limits,
+    sidecar: Option<Sidecar>,
+    app_api_token: Option<Arc<str>>,
+}
+
+impl Core {
+    /// The core of an agent with these settings, with a client for the sidecar on `sidecar_port` if there is one.
+    pub fn new(common: &CommonArgs, sidecar_port: Option<u16>) -> Self {
+        Self {
+            health: Health::new(),
+            serve: ServeOptions::from(&common.server),
+            limits: Limits::from(&common.server),
+            sidecar: sidecar_port.map(|port| common.dapr.sidecar(port)),
+            app_api_token: common.dapr.app_api_token().map(Arc::from),
+        }
+    }
+
+    /// Adds informational details to the readiness body (see [`Health::with_details`]).
+    pub fn with_readiness_details(mut self, details: impl Fn() -> Value + Send + Sync + 'static) -> Self {
+        self.health = self.health.with_details(details);
+        self
+    }
+
+    /// Readiness of this process.
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// The Dapr sidecar, when the agent has one.
+    pub fn sidecar(&self) -> Option<&Sidecar> {
+        self.sidecar.as_ref()
+    }
+}
+
+/// An agent: its settings, its state and its routes. The probes, `/metrics`, the API docs, the layers and the
+/// serving are the same for every agent and come from this module.
+pub trait Agent: Clone + Send + Sync + 'static {
+    /// The agent's name: the binary, the `agent` label of `agent_build_info`, the default `service.name`.
+    const NAME: &'static str;
+    /// One line for `--help`.
+    const ABOUT: &'static str;
+    /// Every setting of the agent: [`CommonArgs`] and its own.
+    type Config: Args + Send + 'static;
+
+    /// The settings every agent has, within [`Agent::Config`].
+    fn common(config: &Self::Config) -> &CommonArgs;
+
+    /// Checks the settings that only make sense together, before anything starts.
+    fn check(_config: &Self::Config) -> Result<(), BadSetting> {
+        Ok(())
+    }
+
+    /// Builds the state from settings: clients and stores, no network I/O.
+    fn new(config: &Self::Config) -> Result<Self, BoxError>;
+
+    /// The part every agent has.
+    fn core(&self) -> &Core;
+
+    /// The same, to set the app token read at startup.
+    fn core_mut(&mut self) -> &mut Core;
+
+    /// The agent's own routes, with their state: what the app token, load shedding and the body bounds apply to.
+    fn routes(&self) -> Router;
+
+    /// The OpenAPI description served at `/openapi.json`.
+    fn openapi() -> OpenApi;
+
+    /// Logs the startup line, once listening on `addr`; its message ends in `listening`.
+    fn started(&self, addr: SocketAddr);
+}
+
+/// The whole process of agent `A` (see the module docs); a binary's `main` returns what this returns.
+pub fn main<A: Agent>() -> ExitCode {
+    let command = Cli::<A::Config>::command().name(A::NAME).about(A::ABOUT);
+    let Cli { command, config } = config::parse_or_exit::<Cli<A::Config>>(command);
+    if let Err(bad) = A::check(&config) {
+        config::exit_bad_setting(&bad);
+    }
+    runtime::block_on(A::NAME, process::<A>(command, config))
+}
+
+async fn process<A: Agent>(command: Option<Subcommand>, config: A::Config) -> Result<ExitCode, BoxError> {
+    let common = A::common(&config);
+    if command == Some(Subcommand::Healthcheck) {
+        return Ok(healthcheck::run(&common.server).await);
+    }
+    let mut shutdown = Box::pin(shutdown::listen()?);
+    let telemetry = obs::init(&common.telemetry, A::NAME)?;
+    let mut agent = A::new(&config)?;
+    if let Some(sidecar) = agent.core().sidecar().cloned() {
+        match common.dapr.start_with_sidecar_or(&sidecar, &mut shutdown).await? {
+            Some(token) => agent.core_mut().app_api_token = token.map(Arc::from),
+            None => return Ok(ExitCode::SUCCESS),
+        }
+    }
+    let listener = http::server::bind(&common.server).await?;
+    if let Some(metrics_addr) = bind_metrics_listener(common).await? {
+        tracing::info!(%metrics_addr, "metrics listener started");
+    }
+    agent.started(listener.local_addr()?);
+    let outcome = run(listener, agent, shutdown).await;
+    telemetry.shutdown().await;
+    Ok(outcome?.exit_code())
+}
+
+/// Serves `agent` on `listener` until `shutdown` completes, then drains (see [`crate::http::server`]).
+pub async fn run<A: Agent>(
+    listener: TcpListener,
+    agent: A,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<DrainOutcome> {
+    let (health, options) = (agent.core().health.clone(), agent.core().serve);
+    http::server::serve(listener, router(&agent), options, health, shutdown).await
+}
+
+/// Most connections the metrics port serves at once: scrapers keep one each. Beyond, new connections are closed at
+/// once, so the metrics port can never hold the file descriptors the service port needs.
+pub const METRICS_PORT_MAX_CONNECTIONS: usize = 32;
+
+/// Serves only `/metrics` on `METRICS_PORT` (same bind address) until the process exits, when it is set and metrics
+/// are on, with the service port's connection settings (header read and idle timeouts) and at most
+/// [`METRICS_PORT_MAX_CONNECTIONS`]; returns where it listens.
+async fn bind_metrics_listener(common: &CommonArgs) -> io::Result<Option<SocketAddr>> {
+    let args = &common.telemetry.metrics;
+    let Some(port) = args.metrics_port.filter(|_| args.metrics_enabled) else { return Ok(None) };
+    let listener = TcpListener::bind(SocketAddr::new(common.server.bind_addr, port)).await?;
+    let addr = listener.local_addr()?;
+    let app = obs::metrics::routes().fallback(crate::fastapi::errors::not_found);
+    http::server::spawn_auxiliary(listener, app, ServeOptions::from(&common.server), METRICS_PORT_MAX_CONNECTIONS);
+    Ok(Some(addr))
+}
