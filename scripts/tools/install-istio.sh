@@ -3,6 +3,8 @@
 # Idempotent: with the cache warm it only checks that each binary runs.
 #
 #   scripts/tools/install-istio.sh [COMMAND...]   last stdout line: the directory holding the binaries
+#   scripts/tools/install-istio.sh --source       the istio.io/istio module's source directory (charts, bootstrap
+#                                                 template), downloaded into the Go module cache if needed
 #
 # COMMAND is any of istioctl, pilot-discovery, pilot-agent (the sidecar and gateway agent), istio-cni (the CNI
 # plugin) and install-cni (the CNI node agent); default: all five. scripts/tools/install-istioctl.sh and the
@@ -36,6 +38,14 @@ CACHE="${AGENT_MESH_CACHE:-$HOME/.cache/agent-mesh}"
 DEST="$CACHE/istio-$ISTIO_MODULE_VERSION-$key"
 
 log() { echo "install-istio: $*" >&2; }
+
+if [[ "${1:-}" == --source ]]; then
+  dir=$(cd "$wrapper" && GOFLAGS=-mod=readonly go mod download -json "istio.io/istio@$ISTIO_MODULE_VERSION" \
+    | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  [[ -n "$dir" && -f "$dir/VERSION" ]] || { log "istio.io/istio@$ISTIO_MODULE_VERSION could not be downloaded"; exit 1; }
+  echo "$dir"
+  exit 0
+fi
 
 declare -A PACKAGE=(
   [istioctl]=istio.io/istio/istioctl/cmd/istioctl
