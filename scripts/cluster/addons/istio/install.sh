@@ -4,8 +4,15 @@
 # istio/install/istio-operator.yaml through `istioctl manifest generate` (the same charts `istioctl install` uses;
 # it cannot pull images here) and the cluster's overlay cluster.yaml. Returns once istiod, the CNI agent and both
 # gateways are Ready and istiod's injection webhook injects a sidecar.
-# Environment (from cluster.sh): KUBECONFIG, KUBECTL, CLUSTER_IMAGE_ISTIO_PILOT, CLUSTER_IMAGE_ISTIO_PROXYV2,
-# CLUSTER_IMAGE_ISTIO_INSTALL_CNI, CLUSTER_CNI_BIN_DIR, CLUSTER_CNI_CONF_DIR.
+#
+# The CNI node agent works on the node's files: it copies the istio-cni plugin into the node's CNI binary directory,
+# chains it into the node's CNI configuration, and keeps the plugin's kubeconfig and sockets in a run directory.
+# All three are the cluster's own directories under its state directory (CLUSTER_DIR, which down removes), never
+# /opt/cni, /etc/cni or /var/run/istio-cni on this machine; the run directory is mounted at the same path in the
+# agent's container because the plugin, which the container runtime runs on the node, reads the path the agent
+# wrote into the plugin configuration.
+# Environment (from cluster.sh): KUBECONFIG, KUBECTL, CLUSTER_DIR, CLUSTER_CNI_BIN_DIR, CLUSTER_CNI_CONF_DIR,
+# CLUSTER_IMAGE_ISTIO_PILOT, CLUSTER_IMAGE_ISTIO_PROXYV2, CLUSTER_IMAGE_ISTIO_INSTALL_CNI.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../../../.." && pwd)
@@ -16,6 +23,8 @@ started=$SECONDS
 istioctl=$("$root/scripts/tools/install-istioctl.sh" | tail -n1)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+# (ambient's netns directory is mounted only with ambient on; it points under the run directory all the same)
+run_dir="$CLUSTER_DIR/istio-cni"
 
 "$istioctl" manifest generate -f "$root/istio/install/istio-operator.yaml" -f "$here/cluster.yaml" \
   --set "values.pilot.image=$CLUSTER_IMAGE_ISTIO_PILOT" \
@@ -23,7 +32,14 @@ trap 'rm -rf "$tmp"' EXIT
   --set "values.global.proxy_init.image=$CLUSTER_IMAGE_ISTIO_PROXYV2" \
   --set "values.cni.image=$CLUSTER_IMAGE_ISTIO_INSTALL_CNI" \
   --set "values.cni.cniBinDir=$CLUSTER_CNI_BIN_DIR" \
-  --set "values.cni.cniConfDir=$CLUSTER_CNI_CONF_DIR" >"$tmp/istio.yaml"
+  --set "values.cni.cniConfDir=$CLUSTER_CNI_CONF_DIR" \
+  --set "values.cni.cniNetnsDir=$run_dir/netns" \
+  --set "values.cni.env.CNI_AGENT_RUN_DIR=$run_dir" >"$tmp/generated.yaml"
+# The chart mounts the run directory from the fixed host path /var/run/istio-cni (its only two occurrences: the
+# hostPath and the mountPath); both become the cluster's own directory.
+[ "$(grep -c '/var/run/istio-cni$' "$tmp/generated.yaml")" = 2 ] \
+  || { log "the generated CNI DaemonSet does not mount /var/run/istio-cni as expected"; exit 1; }
+sed "s|/var/run/istio-cni\$|$run_dir|" "$tmp/generated.yaml" >"$tmp/istio.yaml"
 # CRDs first (and established), so every object that names one is accepted; then everything else.
 python3 - "$tmp/istio.yaml" "$tmp/crds.yaml" "$tmp/rest.yaml" <<'PY'
 import sys
