@@ -154,7 +154,10 @@ started=$SECONDS
   cd "$build_dir"
   GOFLAGS="-mod=readonly -buildvcs=false" CGO_ENABLED=0 \
     nice -n 10 go build -trimpath -ldflags "$ldflags" -o "$tmp/" "${packages[@]}"
-) >&2
+) >&2 || {
+  log "go build failed; a module the proxy refuses (403) needs an unmodified copy under AGENT_MESH_GO_MODULES ($GO_MODULES)"
+  exit 1
+}
 for cmd in $todo; do
   mv -f "$tmp/$cmd" "$DEST/$cmd"
   runs "$cmd" || { log "$DEST/$cmd was built but does not run"; exit 1; }
