@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Istio add-on (scripts/cluster.sh up --istio): istiod, the ingress and egress gateways and the Istio CNI node agent,
-# from the images this repository builds (scripts/cluster/images/istio-*), installed with the settings of
+# from the images this repository builds (scripts/cluster/images/istio-*), and Jaeger as the tracing backend
+# (jaeger.yaml; scripts/cluster/images/jaeger), installed with the settings of
 # istio/install/istio-operator.yaml through `istioctl manifest generate` (the same charts `istioctl install` uses;
-# it cannot pull images here) and the cluster's overlay cluster.yaml. Returns once istiod, the CNI agent and both
-# gateways are Ready and istiod's injection webhook injects a sidecar.
+# it cannot pull images here) and the cluster's overlay cluster.yaml. Returns once istiod, the CNI agent, both
+# gateways and Jaeger are Ready and istiod's injection webhook injects a sidecar.
 #
 # The CNI node agent works on the node's files: it copies the istio-cni plugin into the node's CNI binary directory,
 # chains it into the node's CNI configuration, and keeps the plugin's kubeconfig and sockets in a run directory.
@@ -12,7 +13,7 @@
 # agent's container because the plugin, which the container runtime runs on the node, reads the path the agent
 # wrote into the plugin configuration.
 # Environment (from cluster.sh): KUBECONFIG, KUBECTL, CLUSTER_DIR, CLUSTER_CNI_BIN_DIR, CLUSTER_CNI_CONF_DIR,
-# CLUSTER_IMAGE_ISTIO_PILOT, CLUSTER_IMAGE_ISTIO_PROXYV2, CLUSTER_IMAGE_ISTIO_INSTALL_CNI.
+# CLUSTER_IMAGE_ISTIO_PILOT, CLUSTER_IMAGE_ISTIO_PROXYV2, CLUSTER_IMAGE_ISTIO_INSTALL_CNI, CLUSTER_IMAGE_JAEGER.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../../../.." && pwd)
@@ -55,10 +56,13 @@ k wait --for condition=established --timeout=60s -f "$tmp/crds.yaml" >/dev/null
 k apply --server-side --force-conflicts -f "$tmp/rest.yaml" >/dev/null
 log "applied $(grep -c '^kind:' "$tmp/istio.yaml") objects ($(grep -c '^kind: CustomResourceDefinition' "$tmp/istio.yaml") CRDs)"
 
+sed "s|@@IMAGE@@|$CLUSTER_IMAGE_JAEGER|" "$here/jaeger.yaml" | k apply -f - >/dev/null
+
 k -n istio-system rollout status daemonset/istio-cni-node --timeout=120s >&2
 k -n istio-system rollout status deployment/istiod --timeout=180s >&2
 k -n istio-system rollout status deployment/istio-ingressgateway --timeout=120s >&2
 k -n istio-system rollout status deployment/istio-egressgateway --timeout=120s >&2
+k -n istio-system rollout status deployment/jaeger --timeout=120s >&2
 
 # The webhook is live once istiod has written its CA into the webhook configuration and answers: a server-side
 # dry run of a pod that asks for injection must come back with the istio-proxy container.
