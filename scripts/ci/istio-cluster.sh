@@ -491,7 +491,7 @@ h1=$(data_seen 'app=data,!agent-mesh.test/faulty')
   && ok "200 more calls: all 200, the ejected replica got none, the healthy ones served all $((h1 - h0))" \
   || not_ok "after ejection: $(codes moved); the ejected replica got $((f1 - f0)), the healthy ones $((h1 - h0))"
 kn delete deployment data-faulty --wait=false >/dev/null
-rollout data-faulty 2>/dev/null || true
+kn wait --for=delete pod -l agent-mesh.test/faulty=true --timeout=90s >/dev/null 2>&1 || not_ok "data-faulty's pod outlived its Deployment by 90 s"
 
 # --- 7. fault injection examples ---------------------------------------------------------------------------------------
 step "7. istio/examples/fault-*.yaml: declared abort and delay shares, nothing once removed"
@@ -501,6 +501,15 @@ step "7. istio/examples/fault-*.yaml: declared abort and delay shares, nothing o
 # sees also holds recommendation's own breaker: after DATA_BREAKER_THRESHOLD consecutive failures a pod answers 503
 # at once for a while without calling data, so such calls never reach the filter.
 fault_stat() { rec_stat "http.outbound_0.0.0.0_8000.$1"; }
+# breakers_closed: one call through the gateway (an open breaker lets a probe through after DATA_BREAKER_COOLDOWN),
+# then true when every recommendation pod reports its breaker closed (data_circuit_state 0)
+breaker_state() { agent_request "$NS" "$1" --debug-port 15020 GET stats/prometheus | awk '/^data_circuit_state[ {]/ { v = $NF } END { print v + 0 }'; }
+breakers_closed() {
+  fetch "$PROBE_NS" outsider "$gateway/recommend" >/dev/null
+  local p
+  for p in $(pods app=recommendation); do [ "$(breaker_state "$p")" = 0 ] || return 1; done
+}
+await breakers_closed || not_ok "recommendation's breakers are open before the fault examples"
 abort_pct=$(awk '/abort:/ { a = 1 } a && /value:/ { print $2; exit }' istio/examples/fault-abort.yaml)
 abort_status=$(awk '/httpStatus:/ { print $2; exit }' istio/examples/fault-abort.yaml)
 k apply -f istio/examples/fault-abort.yaml >/dev/null
@@ -510,12 +519,15 @@ d0=$(data_seen); s0=$(fault_stat downstream_rq_total); x0=$(fault_stat fault.abo
 load "$PROBE_NS" outsider abort "$gateway/recommend" -n "$n" -c 8 -qps 200 -timeout 15s
 d1=$(data_seen); s1=$(fault_stat downstream_rq_total); x1=$(fault_stat fault.aborts_injected)
 seen=$((s1 - s0)) aborted=$((x1 - x0))
-[ "$seen" -ge $((n * 9 / 10)) ] && within "$aborted" "$seen" "$(awk -v p="$abort_pct" 'BEGIN { print p / 100 }')" \
+[ "$seen" -ge $((n / 4)) ] && within "$aborted" "$seen" "$(awk -v p="$abort_pct" 'BEGIN { print p / 100 }')" \
   && ok "fault-abort.yaml ($abort_pct % x $abort_status): recommendation's sidecars aborted $aborted of the $seen data calls they saw, within binomial tolerance ($n calls through the gateway: $(codes abort))" \
   || not_ok "fault-abort.yaml: $aborted of $seen data calls aborted, expected about $abort_pct % ($n calls through the gateway: $(codes abort))"
 [ $((d1 - d0)) = $((seen - aborted)) ] && [ "$(count abort 200)" = $((seen - aborted)) ] \
   && ok "the aborted calls never reached data: data served $((d1 - d0)) = the calls not aborted = the calls answered 200" \
   || not_ok "data served $((d1 - d0)), calls not aborted $((seen - aborted)), calls answered 200 $(count abort 200)"
+[ $((n - seen)) = "$(count abort 503)" ] \
+  && ok "the $((n - seen)) calls that never reached the filter met recommendation's open breaker (503 at once)" \
+  || not_ok "$((n - seen)) calls did not reach the filter, but $(count abort 503) were answered 503"
 
 delay_pct=$(awk '/delay:/ { a = 1 } a && /value:/ { print $2; exit }' istio/examples/fault-delay.yaml)
 delay=$(awk '/fixedDelay:/ { print $2; exit }' istio/examples/fault-delay.yaml)
@@ -543,14 +555,7 @@ slow_from=$(jq --argjson t "${agent_timeout%s}" '[.DurationHistogram.Data[] | se
 
 k apply -f istio/virtualservice-data.yaml >/dev/null
 await route_lacks 'envoy.filters.http.fault' || not_ok "the faults were not removed from recommendation's sidecars"
-# The delays opened recommendation's breakers; calls through the gateway close them again (each open breaker lets a
-# probe through after DATA_BREAKER_COOLDOWN). Measured once every pod reports its breaker closed.
-breaker_state() { agent_request "$NS" "$1" --debug-port 15020 GET stats/prometheus | awk '/^data_circuit_state[ {]/ { v = $NF } END { print v + 0 }'; }
-breakers_closed() {
-  fetch "$PROBE_NS" outsider "$gateway/recommend" >/dev/null
-  local p
-  for p in $(pods app=recommendation); do [ "$(breaker_state "$p")" = 0 ] || return 1; done
-}
+# The delays opened recommendation's breakers: measured once they are closed again.
 await breakers_closed || not_ok "recommendation's breakers stayed open after the faults were removed"
 load "$PROBE_NS" outsider nofault "$gateway/recommend" -n 300 -c 8 -qps 200 -timeout 15s
 [ "$(count nofault 200)" = 300 ] && ok "faults removed (virtualservice-data.yaml re-applied): 300 of 300 calls 200" \
