@@ -241,7 +241,9 @@ if [ -z "${KUBECONFIG:-}" ]; then
   own=1
   cluster status >/dev/null 2>&1 && { log "the instance $INSTANCE runs already: run AGENT_MESH_CLUSTER=$INSTANCE scripts/cluster.sh down first, or set KUBECONFIG to check it"; exit 1; }
   t=$SECONDS
-  eval "$(cluster up --istio)"
+  # (eval "$(...)" would swallow a failed up)
+  up_env=$(cluster up --istio) || { not_ok "scripts/cluster.sh up --istio ($INSTANCE) failed"; exit 1; }
+  eval "$up_env"
   note "cluster instance $INSTANCE up with Istio in $((SECONDS - t)) s (control plane: see the add-on's timing above)"
   PROBE_IMAGE=$(cluster import fortio | tail -n1)
 else
