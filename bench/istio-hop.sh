@@ -92,7 +92,7 @@ summary() {   # summary OUT: "<p50 ms> <p99 ms> <requests> <non-200>"
   jq -r '[(.DurationHistogram.Percentiles[] | select(.Percentile == 50) | .Value * 1000),
           (.DurationHistogram.Percentiles[] | select(.Percentile == 99) | .Value * 1000),
           ([.RetCodes[]] | add), ([.RetCodes | to_entries[] | select(.key != "200") | .value] | add // 0)]
-         | map(. * 1000 | round / 1000) | @tsv' "$1"
+         | map(. * 1000 | round / 1000 | tostring) | join(" ")' "$1"
 }
 plain_url="http://rec-plain.$BENCH_NS.svc.cluster.local:8000/healthz"
 mesh_url="http://recommendation.$NS.svc.cluster.local:8000/healthz"
