@@ -17,13 +17,14 @@
 #     (FAULT_DELAY) is cut at perTryTimeout per try and at the route timeout overall
 #  5. outlier detection: a failing third data replica is ejected (Envoy stats), callers see no error, and it gets no
 #     traffic afterwards
-#  6. canary (deploy/istio-canary): through the gateway, v1/v2 shares within binomial tolerance of the weights
+#  6. canary (deploy/istio-canary): through the gateway, v1/v2 shares within binomial tolerance of the weights, counted
+#     by the pods that answered and by the x-recommendation-version header the canary's routes set
 #  7. istio/examples/fault-*.yaml applied and removed: abort and delay shares as declared, none after removal
 #  8. trace context: one trace id across the gateway, recommendation and data (spans in the tracing backend)
-#  9. rolling restart of data under load, with native sidecars (Kubernetes >= 1.33) and with classic ones: failed
+#  9. rolling restart of data and of recommendation under load, with native sidecars (Kubernetes >= 1.33) and with classic ones: failed
 #     requests reported, goal 0
-# Figures: control-plane memory (istiod) and one sidecar's, the latency one mesh hop adds (p50/p99), printed as
-# notes.
+# Figures: control-plane memory (istiod) and one sidecar's, the latency one mesh hop adds (p50/p99, one short round
+# of bench/istio-hop.sh), printed as notes.
 #
 # Environment: KUBECONFIG, CLUSTER_KUBECTL (default: the kubectl scripts/tools/install-kubernetes.sh builds),
 # CLUSTER_PROBE_IMAGE (a Fortio image, default: scripts/cluster.sh import fortio), ISTIO_LOAD_SECONDS (load window
