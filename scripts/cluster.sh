@@ -279,6 +279,16 @@ ensure_netns() {
   node_exec sysctl -qw net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1 net.bridge.bridge-nf-call-ip6tables=1
 }
 
+# The node's CNI binary directory is its own: links to Debian's plugins, so that an add-on installing a chained plugin
+# (Istio's CNI agent copies istio-cni there) writes under the state directory, never into /usr/lib/cni.
+ensure_cni_bin() {
+  local plugin
+  mkdir -p "$CNI_BIN"
+  for plugin in "$CNI_PLUGINS"/*; do
+    [ -e "$CNI_BIN/${plugin##*/}" ] || ln -s "$plugin" "$CNI_BIN/${plugin##*/}"
+  done
+}
+
 write_cni_config() {
   local subnet=$1 file="$DIR/cni/net.d/10-agent-mesh.conflist"
   [ -f "$file" ] && return 0
@@ -545,12 +555,13 @@ tools() {
   KBIN=$path
   KUBECTL="$KBIN/kubectl"
   KUBERNETES_VERSION=$("$KUBECTL" version --client -o json | sed -n 's/.*"gitVersion": "\(.*\)",/\1/p')
-  CNI_BIN=/usr/lib/cni
+  CNI_PLUGINS=/usr/lib/cni
+  CNI_BIN=$DIR/cni/bin
   local missing=()
   for path in containerd ctr runc iptables ip6tables dig nsenter findmnt; do
     command -v "$path" >/dev/null || missing+=("$path")
   done
-  [ -x "$CNI_BIN/bridge" ] || missing+=("$CNI_BIN/bridge")
+  [ -x "$CNI_PLUGINS/bridge" ] || missing+=("$CNI_PLUGINS/bridge")
   [ ${#missing[@]} -eq 0 ] || die "missing ${missing[*]}: run scripts/setup.sh (scripts/setup.d/cluster.sh)"
 }
 
@@ -585,6 +596,7 @@ up() {
   ensure_netns
   ensure_pki
   write_configs
+  ensure_cni_bin
 
   local pki=$PKI
   start etcd "$KBIN/etcd" --name="$NODE" --data-dir="$DIR/etcd" \
@@ -647,7 +659,8 @@ up() {
     || die "node $NODE is not Ready: see $LOGS/kubelet.log and $LOGS/containerd.log"
   log "node $NODE Ready after $((SECONDS - started))s"
 
-  export KUBECONFIG=$KUBECONFIG_PATH KUBECTL CLUSTER_SH CLUSTER_DNS_IP=$DNS_IP CLUSTER_DOMAIN=$DOMAIN
+  export KUBECONFIG=$KUBECONFIG_PATH KUBECTL CLUSTER_SH CLUSTER_DNS_IP=$DNS_IP CLUSTER_DOMAIN=$DOMAIN \
+    CLUSTER_DIR=$DIR CLUSTER_CNI_BIN_DIR=$CNI_BIN CLUSTER_CNI_CONF_DIR=$DIR/cni/net.d
   load_agents
   local recipe
   for addon in "${addons[@]}"; do

@@ -486,9 +486,8 @@ out=$(k apply -k k8s/ 2>&1) && ok "kubectl apply -k k8s/ ($(grep -c . <<<"$out")
 kn wait --for=condition=Available deployment/data deployment/recommendation --timeout=120s >/dev/null \
   && ok "after apply -k: both Deployments Available" || not_ok "after apply -k: Deployments not Available"
 
-# The upstream CRDs, from the Go modules at the versions the project pins (istioctl's wrapper module, daprd's).
-istio_dir=$(cd scripts/tools/istioctl-build && GOWORK=off GOFLAGS=-mod=readonly go mod download -json istio.io/istio \
-  | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+# The upstream CRDs, from the Go modules at the versions the project pins (Istio's wrapper module, daprd's).
+istio_dir=$(scripts/tools/install-istio.sh --source | tail -n1)
 # shellcheck disable=SC2016 # the pattern matches a literal ${DAPR_VERSION:-...}
 dapr_version=$(sed -n 's/^DAPR_VERSION="\${DAPR_VERSION:-\(.*\)}"$/\1/p' scripts/tools/install-daprd.sh)
 dapr_dir=$(GOWORK=off go mod download -json "github.com/dapr/dapr@v$dapr_version" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')

@@ -421,6 +421,16 @@ def check_istio(r: Render, namespace: str):
         cfg = pod_template(d)["metadata"].get("annotations", {}).get("proxy.istio.io/config", "")
         if not re.search(r"[\"']?holdApplicationUntilProxyStarts[\"']?\s*:\s*true", cfg):
             r.fail(f"Deployment/{d['metadata']['name']}: proxy.istio.io/config lacks holdApplicationUntilProxyStarts: true")
+        # Without native sidecars (Kubernetes < 1.33) Envoy gets SIGTERM with the app and must drain until the app is
+        # done, within the grace period (scripts/ci/istio-cluster.sh check 9 proves it on live pods).
+        env = env_of(agent_container(d))
+        app_drain = parse_duration(env.get("SHUTDOWN_DELAY", "0s")) + parse_duration(env.get("DRAIN_TIMEOUT", "10s"))
+        m = re.search(r"[\"']?terminationDrainDuration[\"']?\s*:\s*[\"']([^\"']+)[\"']", cfg)
+        envoy_drain = parse_duration(m.group(1)) if m else 5.0
+        grace = pod_template(d)["spec"].get("terminationGracePeriodSeconds", 30)
+        if not app_drain < envoy_drain < grace:
+            r.fail(f"Deployment/{d['metadata']['name']}: Envoy's terminationDrainDuration ({envoy_drain}s) must lie between "
+                   f"SHUTDOWN_DELAY+DRAIN_TIMEOUT ({app_drain}s) and terminationGracePeriodSeconds ({grace}s)")
         if labels.get("app") == "recommendation" and data_vs:
             env = env_of(agent_container(d))
             if env.get("DATA_RETRIES", "2") != "0":

@@ -185,6 +185,7 @@ CONSISTENCY_PLANTS = [
     ("istio-retries", "istio/patch-recommendation.yaml", "- name: DATA_RETRIES\n              value: \"0\"", "- name: DATA_RETRIES\n              value: \"2\"", "DATA_RETRIES must be 0 where Envoy retries"),
     ("istio-timeout", "istio/virtualservice-data.yaml", "      timeout: 6s\n", "      timeout: 9s\n", "is not above VirtualService/data timeout 9s"),
     ("hold-proxy", "istio/patch-data.yaml", "holdApplicationUntilProxyStarts\": true", "holdApplicationUntilProxyStarts\": false", "holdApplicationUntilProxyStarts"),
+    ("envoy-drain", "istio/patch-data.yaml", "\"terminationDrainDuration\": \"20s\"", "\"terminationDrainDuration\": \"5s\"", "terminationDrainDuration (5.0s)"),
     ("default-deny", "k8s/networkpolicy.yaml", "  name: default-deny\n  namespace: agents\nspec:\n  podSelector: {}", "  name: default-deny\n  namespace: agents\nspec:\n  podSelector:\n    matchLabels:\n      app: redis", "no default-deny NetworkPolicy"),
     ("seed-pair", "k8s/data.yaml", "kind: PodDisruptionBudget\nmetadata:\n  name: data", "kind: PodDisruptionBudget\nmetadata:\n  name: data-pdb", "k8s/data.yaml lacks PodDisruptionBudget/data"),
     ("image-name", "k8s/recommendation.yaml", "image: agent-mesh/recommendation:0.1.0", "image: agent-mesh/recommendation:latest", "is not agent-mesh/recommendation:<pinned tag>"),

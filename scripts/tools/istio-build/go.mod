@@ -1,10 +1,13 @@
-// Wrapper module used only to build istioctl (scripts/tools/install-istioctl.sh).
+// Wrapper module that builds Istio's binaries (scripts/tools/install-istio.sh): istioctl,
+// pilot-discovery, pilot-agent, istio-cni and install-cni.
 //
 // istio.io/istio is pinned to a release-1.30 branch commit. Its go.mod names
 // pseudo-versions of istio.io/api, istio.io/client-go and go-control-plane that the
 // Go module proxy reachable here refuses, so this module raises them to the nearest
 // released versions the proxy serves (minimal version selection takes the higher one).
-module agent-mesh.local/tools/istioctl-build
+// go.sum pins every module all five commands need, github.com/agentgateway/agentgateway/api
+// included (its hashes as istio's own go.sum records them).
+module agent-mesh.local/tools/istio-build
 
 go 1.26
 
