@@ -102,11 +102,11 @@ trap finish EXIT
 
 # --- helpers ---------------------------------------------------------------------------------------------------------
 
-# forward TARGET PORT: a kubectl port-forward to TARGET's PORT on a free local port; prints the local port.
+# forward TARGET PORT [NAMESPACE]: a kubectl port-forward to TARGET's PORT on a free local port; prints the port.
 forward() {
-  local target=$1 port=$2 out deadline
+  local target=$1 port=$2 ns=${3:-$NS} out deadline
   out="$tmp/pf-$(date +%s%N).log"
-  kn port-forward "$target" ":$port" >"$out" 2>&1 &
+  k -n "$ns" port-forward "$target" ":$port" >"$out" 2>&1 &
   background+=($!)
   deadline=$((SECONDS + 30))
   until grep -q '^Forwarding from 127.0.0.1:' "$out"; do
@@ -126,15 +126,15 @@ http() {
 
 pods() { kn get pods -l "app=$1" --field-selector=status.phase=Running -o jsonpath='{.items[*].metadata.name}'; }
 
-# metric POD PORT PATTERN: the sum of the samples of POD's /metrics (through the API server) whose line matches the
-# awk regular expression PATTERN.
+# metric POD PORT PATTERN [PATH]: the sum of the samples of POD's Prometheus metrics (PATH, default /metrics,
+# fetched through the API server) whose line matches the awk regular expression PATTERN.
 metric() {
-  k get --raw "/api/v1/namespaces/$NS/pods/$1:$2/proxy/metrics" 2>/dev/null \
+  k get --raw "/api/v1/namespaces/$NS/pods/$1:$2/proxy${4:-/metrics}" 2>/dev/null \
     | awk -v re="$3" '$0 ~ re && !/^#/ { s += $NF } END { printf "%d", s }'
 }
-sum_metric() {   # sum_metric APP PORT PATTERN: metric summed over APP's pods
+sum_metric() {   # sum_metric APP PORT PATTERN [PATH]: metric summed over APP's pods
   local pod total=0
-  for pod in $(pods "$1"); do total=$((total + $(metric "$pod" "$2" "$3"))); done
+  for pod in $(pods "$1"); do total=$((total + $(metric "$pod" "$2" "$3" "${4:-}"))); done
   echo "$total"
 }
 data_requests() { sum_metric data 8000 '^http_server_requests_total\\{.*route="/data"'; }
@@ -209,6 +209,25 @@ settle() {   # settle APP: until only APP's current pods are left (the rollout's
 
 restarts() {   # restarts APP: "<pod>:<container>=<restarts> ..." of APP's pods
   kn get pods -l "app=$1" -o jsonpath='{range .items[*]}{range .status.containerStatuses[*]}{.name}={.restartCount} {end}{end}'
+}
+
+# restart_under_load NAME URL: `kubectl rollout restart deployment/data` while Fortio sends 50 req/s for
+# LOAD_SECONDS from the probe pod to URL; waits until the old pods are gone. Result in $tmp/NAME.json; prints
+# "<requests> <not 200> <return codes>".
+restart_under_load() {
+  local old
+  old=$(kn get pods -l app=data -o name | tr '\n' ' ')
+  load "$1" "$2" "$LOAD_SECONDS" 50 4 &
+  local pid=$!
+  background+=("$pid")
+  sleep 2   # the load is under way before the restart: Fortio's own warm-up, not a readiness wait
+  kn rollout restart deployment/data >/dev/null
+  kn rollout status deployment/data --timeout=120s >/dev/null || not_ok "rollout of data did not finish in 120 s"
+  # shellcheck disable=SC2086
+  kn wait --for=delete $old --timeout=90s >/dev/null 2>&1 || true
+  wait "$pid" || true
+  unset 'background[-1]'
+  jq -r '"\(.DurationHistogram.Count) \(.DurationHistogram.Count - (.RetCodes["200"] // 0)) \(.RetCodes | tojson)"' "$tmp/$1.json"
 }
 
 deploy() {   # deploy ENTRY: namespace, the app-token Secret, kubectl apply -k ENTRY; waits until Available
@@ -447,6 +466,8 @@ until [ "$(probe_get "http://recommendation.$NS.svc.cluster.local:8000/recommend
 done
 out=$(probe_get "http://recommendation.$NS.svc.cluster.local:8000/recommend")
 [ "$out" = "200 $CONTRACT" ] && ok "data healthy again: /recommend -> 200 contract" || not_ok "after the fault: /recommend -> $out"
+read -r sent bad codes < <(restart_under_load rollout-dapr "http://recommendation.$NS.svc.cluster.local:8000/recommend")
+note "rolling restart of data under load (deploy/dapr, 50 req/s for $LOAD_SECONDS s): $sent requests, $bad not 200 (codes $codes)"
 after_restarts="$(restarts recommendation) $(restarts redis)"
 grep -qv '=0$' <(tr ' ' '\n' <<<"$after_restarts" | grep .) \
   && not_ok "containers restarted during the checks: $after_restarts" || ok "no recommendation or Redis container restarted during the checks"
@@ -457,5 +478,60 @@ step "7. Istio and Dapr together (deploy/istio-dapr)"
 if [ "$with_istio" = 0 ]; then
   skip "7: no Istio on this cluster (scripts/cluster/addons/istio is not there yet): Istio and Dapr together not proven"
 else
-  skip "7: Istio is installed, but the Istio-and-Dapr checks are not written yet"
+  t=$SECONDS
+  if deploy deploy/istio-dapr; then
+    ok "kubectl apply -k deploy/istio-dapr: every Deployment Available in $((SECONDS - t)) s"
+  else
+    not_ok "deploy/istio-dapr not Available within 240 s"
+    exit 1
+  fi
+  for app in data recommendation; do
+    for pod in $(pods "$app"); do
+      spec=$(kn get pod "$pod" -o json)
+      names=$(jq -r '[(.spec.initContainers // [])[].name, .spec.containers[].name] | map(select(. != "istio-init" and . != "istio-validation")) | sort | join(",")' <<<"$spec")
+      ready=$(jq -r '[.status.containerStatuses[], (.status.initContainerStatuses // [])[] | select(.name == "istio-proxy") | select(.ready)] | length' <<<"$spec")
+      want=$(tr ',' '\n' <<<"$names" | grep -c .)
+      [ "$names" = "$(printf '%s\n' "$app" daprd istio-proxy | sort | paste -sd,)" ] && [ "$ready" = "$want" ] \
+        && ok "$pod: $names, all Ready" || not_ok "$pod: containers '$names', $ready of $want Ready"
+    done
+  done
+  probe_pod probe
+  gw=$(k -n istio-system get service -l istio=ingressgateway -o jsonpath='{.items[0].metadata.name}')
+  calls_before=$(sum_metric recommendation 8000 '^data_calls_total\\{.*mode="dapr"')
+  out=$(probe_get "http://recommendation.$NS.svc.cluster.local:8000/recommend")
+  [ "$out" = "200 $CONTRACT" ] && ok "7. GET /recommend through the Service (meshed client) -> 200 contract" \
+    || not_ok "7. /recommend through the Service -> $out"
+  if [ -n "$gw" ]; then
+    gwp=$(forward "service/$gw" 80 istio-system)
+    out=$(http GET "http://127.0.0.1:$gwp/recommend")
+    [ "$out" = "200 $CONTRACT" ] && ok "7. GET /recommend through the ingress gateway ($gw) -> 200 contract" \
+      || not_ok "7. /recommend through the ingress gateway -> $out"
+  else
+    not_ok "7. no ingress gateway Service (label istio=ingressgateway) in istio-system"
+  fi
+  calls=$(( $(sum_metric recommendation 8000 '^data_calls_total\\{.*mode="dapr"') - calls_before ))
+  [ "$calls" -ge 1 ] && ok "7. recommendation reached data through Dapr (data_calls_total{mode=\"dapr\"} +$calls)" \
+    || not_ok "7. data_calls_total{mode=\"dapr\"} did not grow"
+  # One mTLS layer per hop: Envoy carries no byte of Dapr's sidecar-to-sidecar port; Dapr's mTLS does, and its
+  # access control knows the caller.
+  envoy_cx() { metric "$1" 15090 "^envoy_cluster_upstream_cx_total\\{.*cluster_name=\"$2\"" /stats/prometheus; }
+  rec_pod=$(pods recommendation | cut -d' ' -f1)
+  dapr_hop=$(envoy_cx "$rec_pod" 'outbound\\|50002\\|')
+  app_hop=$(sum_metric data 15090 '^envoy_cluster_upstream_cx_total\\{.*cluster_name="inbound\\|8000\\|' /stats/prometheus)
+  [ "$dapr_hop" = 0 ] && ok "7. recommendation's Envoy opened no connection to port 50002 (Dapr's hop bypasses it; Dapr's mTLS alone)" \
+    || not_ok "7. recommendation's Envoy carried $dapr_hop connections to 50002 (two mTLS layers)"
+  note "7. Envoy inbound|8000 connections on data (kubelet probes through 15020 excluded): $app_hop"
+  mtls=$(kn logs "$(pods data | cut -d' ' -f1)" -c daprd | grep -c -i 'mtls enabled' || true)
+  [ "$mtls" -gt 0 ] && ok "7. data's daprd runs with Dapr's mTLS (its log: mTLS enabled)" \
+    || not_ok "7. data's daprd does not log 'mTLS enabled'"
+  rd=$(forward deployment/recommendation 3500)
+  out=$(http GET "http://127.0.0.1:$rd/v1.0/invoke/data/method/data")
+  [ "$out" = '200 {"processed_data":"some_insights"}' ] && ok "7. GET /data through Dapr -> 200" || not_ok "7. GET /data through Dapr -> $out"
+  out=$(http PUT "http://127.0.0.1:$rd/v1.0/invoke/data/method/data" -H 'content-type: application/json' -d '{"processed_data":"forged"}')
+  [ "${out%% *}" = 403 ] && ok "7. PUT /data through Dapr -> 403 (Dapr's access control)" || not_ok "7. PUT /data through Dapr -> $out"
+  read -r sent bad codes < <(restart_under_load rollout-istio "http://recommendation.$NS.svc.cluster.local:8000/recommend")
+  note "7. rolling restart of data under load with both sidecars (50 req/s for $LOAD_SECONDS s): $sent requests, $bad not 200 (codes $codes)"
+  [ "$sent" -gt 0 ] && ok "7. rolling restart of data under load measured: $sent requests, $bad failed" \
+    || not_ok "7. no load result for the rolling restart"
+  undeploy
 fi
