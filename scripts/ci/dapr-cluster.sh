@@ -59,6 +59,7 @@ for tool in jq curl; do command -v "$tool" >/dev/null || { log "$tool is needed"
 tmp=$(mktemp -d)
 own=0
 background=()
+rec="" dp="" rd="" gwp="" port=""   # local ports of port-forwards (forward sets them)
 
 KUBECTL=${CLUSTER_KUBECTL:-}
 k() { "$KUBECTL" "$@"; }
@@ -102,9 +103,10 @@ trap finish EXIT
 
 # --- helpers ---------------------------------------------------------------------------------------------------------
 
-# forward TARGET PORT [NAMESPACE]: a kubectl port-forward to TARGET's PORT on a free local port; prints the port.
+# forward VAR TARGET PORT [NAMESPACE]: a kubectl port-forward to TARGET's PORT on a free local port, whose number
+# it stores in VAR (not printed: the port-forward must stay a child of this shell, killed at the end).
 forward() {
-  local target=$1 port=$2 ns=${3:-$NS} out deadline
+  local target=$2 port=$3 ns=${4:-$NS} out deadline
   out="$tmp/pf-$(date +%s%N).log"
   k -n "$ns" port-forward "$target" ":$port" >"$out" 2>&1 &
   background+=($!)
@@ -113,7 +115,7 @@ forward() {
     [ "$SECONDS" -lt "$deadline" ] || { log "port-forward $target:$port: $(cat "$out")"; return 1; }
     sleep 0.1
   done
-  sed -n 's/^Forwarding from 127\.0\.0\.1:\([0-9]*\) .*/\1/p' "$out" | head -1
+  printf -v "$1" '%s' "$(sed -n 's/^Forwarding from 127\.0\.0\.1:\([0-9]*\) .*/\1/p' "$out" | head -1)"
 }
 
 # http METHOD URL [curl args]: "<status> <body>" (status 000 when there was no answer)
@@ -212,22 +214,23 @@ restarts() {   # restarts APP: "<pod>:<container>=<restarts> ..." of APP's pods
 }
 
 # restart_under_load NAME URL: `kubectl rollout restart deployment/data` while Fortio sends 50 req/s for
-# LOAD_SECONDS from the probe pod to URL; waits until the old pods are gone. Result in $tmp/NAME.json; prints
-# "<requests> <not 200> <return codes>".
+# LOAD_SECONDS from the probe pod to URL (the old pods get SIGTERM only once new ones are ready, seconds into the
+# window); waits until the old pods are gone. Sets sent, bad (not 200) and codes from the result $tmp/NAME.json.
 restart_under_load() {
   local old
   old=$(kn get pods -l app=data -o name | tr '\n' ' ')
   load "$1" "$2" "$LOAD_SECONDS" 50 4 &
   local pid=$!
   background+=("$pid")
-  sleep 2   # the load is under way before the restart: Fortio's own warm-up, not a readiness wait
   kn rollout restart deployment/data >/dev/null
   kn rollout status deployment/data --timeout=120s >/dev/null || not_ok "rollout of data did not finish in 120 s"
   # shellcheck disable=SC2086
   kn wait --for=delete $old --timeout=90s >/dev/null 2>&1 || true
   wait "$pid" || true
   unset 'background[-1]'
-  jq -r '"\(.DurationHistogram.Count) \(.DurationHistogram.Count - (.RetCodes["200"] // 0)) \(.RetCodes | tojson)"' "$tmp/$1.json"
+  sent=$(jq -r '.DurationHistogram.Count // 0' "$tmp/$1.json" 2>/dev/null || echo 0)
+  bad=$(non200 "$1" 2>/dev/null || echo "?")
+  codes=$(jq -c '.RetCodes' "$tmp/$1.json" 2>/dev/null || echo "?")
 }
 
 deploy() {   # deploy ENTRY: namespace, the app-token Secret, kubectl apply -k ENTRY; waits until Available
@@ -323,7 +326,7 @@ dapr_calls=$(sum_metric recommendation 8000 '^data_calls_total\\{.*mode="dapr"')
 
 # --- 3. state --------------------------------------------------------------------------------------------------------
 step "3. state: user preferences through Dapr's state API and Redis"
-rec=$(forward service/recommendation 8000)
+forward rec service/recommendation 8000
 user="check-$(date +%s)"
 prefs="http://127.0.0.1:$rec/users/$user/preferences"
 out=$(http PUT "$prefs" -H 'content-type: application/json' -d '{"categories":["books"],"max_results":5}' -D "$tmp/h1")
@@ -356,7 +359,7 @@ for pod in $(pods data); do
     || not_ok "$pod: no 'app API token read from the secret store' in the agent's log"
 done
 data_pod=$(pods data | cut -d' ' -f1)
-dp=$(forward "pod/$data_pod" 8000)
+forward dp "pod/$data_pod" 8000
 for case in "none:401" "wrong:403" "right:200"; do
   case ${case%:*} in
     none) args=() ;;
@@ -371,7 +374,7 @@ as_sa() { k auth can-i get "secret/$1" -n "$NS" --as="system:serviceaccount:$NS:
 [ "$(as_sa "$TOKEN_SECRET" data)" = yes ] && [ "$(as_sa other-secret data)" = no ] && [ "$(as_sa "$TOKEN_SECRET" recommendation)" = no ] \
   && ok "RBAC: ServiceAccount data may get secret/$TOKEN_SECRET only; recommendation may get none" \
   || not_ok "RBAC: data/$TOKEN_SECRET $(as_sa "$TOKEN_SECRET" data), data/other $(as_sa other-secret data), recommendation $(as_sa "$TOKEN_SECRET" recommendation)"
-rd=$(forward deployment/recommendation 3500)
+forward rd deployment/recommendation 3500
 components=$(curl -sS -m 5 "http://127.0.0.1:$rd/v1.0/metadata" | jq -r '[.components[].name] | sort | join(",")')
 [ "$components" = "pubsub,statestore" ] && ok "recommendation's daprd loaded $components: no secret store, the built-in one disabled" \
   || not_ok "recommendation's daprd components: $components (want pubsub,statestore)"
@@ -386,7 +389,8 @@ out=$(http PUT "http://127.0.0.1:$rd/v1.0/invoke/data/method/data" -H 'content-t
 step "4. pub/sub: PUT /data -> every recommendation replica serves the new data within ${EVENT_BOUND} s"
 declare -A rport
 for pod in $(pods recommendation); do
-  rport[$pod]=$(forward "pod/$pod" 8000)
+  forward port "pod/$pod" 8000
+  rport[$pod]=$port
   out=$(http GET "http://127.0.0.1:${rport[$pod]}/recommend")   # warm the replica's cache with the old data
   [ "$out" = "200 $CONTRACT" ] || not_ok "$pod: /recommend before the change -> $out"
 done
@@ -394,7 +398,7 @@ xlen_before=$(kn exec deploy/redis -- redis-cli XLEN data-updated | tr -d '\r')
 fresh="fresh-$(date +%s)"
 put_at=$(now)
 for pod in $(pods data); do
-  port=$(forward "pod/$pod" 8000)
+  forward port "pod/$pod" 8000
   out=$(http PUT "http://127.0.0.1:$port/data" -H "dapr-api-token: $token" -H 'content-type: application/json' \
     -d "{\"processed_data\":\"$fresh\"}")
   jq -e '.event == "published"' <<<"${out#* }" >/dev/null 2>&1 && ok "PUT /data on $pod -> ${out%% *}, event published" \
@@ -419,7 +423,7 @@ groups=$(kn exec deploy/redis -- redis-cli XINFO GROUPS data-updated | tr -d '\r
   || not_ok "stream data-updated: $xlen_before -> $xlen_after entries"
 # Back to the seed data for the checks below.
 for pod in $(pods data); do
-  port=$(forward "pod/$pod" 8000)
+  forward port "pod/$pod" 8000
   http PUT "http://127.0.0.1:$port/data" -H "dapr-api-token: $token" -H 'content-type: application/json' \
     -d '{"processed_data":"some_insights"}' >/dev/null
 done
@@ -466,7 +470,7 @@ until [ "$(probe_get "http://recommendation.$NS.svc.cluster.local:8000/recommend
 done
 out=$(probe_get "http://recommendation.$NS.svc.cluster.local:8000/recommend")
 [ "$out" = "200 $CONTRACT" ] && ok "data healthy again: /recommend -> 200 contract" || not_ok "after the fault: /recommend -> $out"
-read -r sent bad codes < <(restart_under_load rollout-dapr "http://recommendation.$NS.svc.cluster.local:8000/recommend")
+restart_under_load rollout-dapr "http://recommendation.$NS.svc.cluster.local:8000/recommend"
 note "rolling restart of data under load (deploy/dapr, 50 req/s for $LOAD_SECONDS s): $sent requests, $bad not 200 (codes $codes)"
 after_restarts="$(restarts recommendation) $(restarts redis)"
 grep -qv '=0$' <(tr ' ' '\n' <<<"$after_restarts" | grep .) \
@@ -502,7 +506,7 @@ else
   [ "$out" = "200 $CONTRACT" ] && ok "7. GET /recommend through the Service (meshed client) -> 200 contract" \
     || not_ok "7. /recommend through the Service -> $out"
   if [ -n "$gw" ]; then
-    gwp=$(forward "service/$gw" 80 istio-system)
+    forward gwp "service/$gw" 80 istio-system
     out=$(http GET "http://127.0.0.1:$gwp/recommend")
     [ "$out" = "200 $CONTRACT" ] && ok "7. GET /recommend through the ingress gateway ($gw) -> 200 contract" \
       || not_ok "7. /recommend through the ingress gateway -> $out"
@@ -524,12 +528,12 @@ else
   mtls=$(kn logs "$(pods data | cut -d' ' -f1)" -c daprd | grep -c -i 'mtls enabled' || true)
   [ "$mtls" -gt 0 ] && ok "7. data's daprd runs with Dapr's mTLS (its log: mTLS enabled)" \
     || not_ok "7. data's daprd does not log 'mTLS enabled'"
-  rd=$(forward deployment/recommendation 3500)
+  forward rd deployment/recommendation 3500
   out=$(http GET "http://127.0.0.1:$rd/v1.0/invoke/data/method/data")
   [ "$out" = '200 {"processed_data":"some_insights"}' ] && ok "7. GET /data through Dapr -> 200" || not_ok "7. GET /data through Dapr -> $out"
   out=$(http PUT "http://127.0.0.1:$rd/v1.0/invoke/data/method/data" -H 'content-type: application/json' -d '{"processed_data":"forged"}')
   [ "${out%% *}" = 403 ] && ok "7. PUT /data through Dapr -> 403 (Dapr's access control)" || not_ok "7. PUT /data through Dapr -> $out"
-  read -r sent bad codes < <(restart_under_load rollout-istio "http://recommendation.$NS.svc.cluster.local:8000/recommend")
+  restart_under_load rollout-istio "http://recommendation.$NS.svc.cluster.local:8000/recommend"
   note "7. rolling restart of data under load with both sidecars (50 req/s for $LOAD_SECONDS s): $sent requests, $bad not 200 (codes $codes)"
   [ "$sent" -gt 0 ] && ok "7. rolling restart of data under load measured: $sent requests, $bad failed" \
     || not_ok "7. no load result for the rolling restart"
