@@ -103,23 +103,9 @@ if [ "$AGENT_BINARIES" = prebuilt ]; then
   scripts/build-static.sh >/dev/null
   note "static binaries (cargo, incremental) $((SECONDS - t))s"
 fi
-untagged() { docker images -a --no-trunc --format '{{.ID}} {{.Repository}}' | awk '$2 == "<none>" { print $1 }' | sort -u; }
-build_flags=()
-if [ "$ENGINE" = podman ]; then
-  # buildah (podman 4.x) reuses a cached LABEL step after the ARG it expands changed, which would keep a stale
-  # revision label; a build without cache is cheap on the prebuilt path (it only copies files).
-  build_flags+=(--no-cache)
-  untagged_before=$(untagged)
-fi
 t=$SECONDS
-timeout 1800 docker compose -p "$PROJECT" build "${build_flags[@]}" >&2
-note "compose build ${build_flags[*]} $((SECONDS - t))s"
-if [ "$ENGINE" = podman ]; then
-  # Without cache, the intermediate stage images this build left (and the images its tags replaced) serve nothing.
-  leftovers=$(comm -13 <(echo "$untagged_before") <(untagged))
-  # shellcheck disable=SC2086
-  [ -z "$leftovers" ] || docker rmi $leftovers >/dev/null 2>&1 || true
-fi
+engine_build_agents "$PROJECT"
+note "compose build $ENGINE_BUILD_FLAGS $((SECONDS - t))s"
 
 for svc in data recommendation; do
   image="agent-mesh/$svc:0.1.0"

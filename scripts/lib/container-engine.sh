@@ -82,6 +82,32 @@ engine_setup() {
   engine_log "engine: $ENGINE ($(docker version --format '{{.Server.Version}}' 2>/dev/null)), $(docker compose version --short 2>/dev/null | sed 's/^/compose /')"
 }
 
+# engine_build_agents PROJECT: build both agents' images through docker-compose.yml as compose project PROJECT, with
+# AGENT_BINARIES and AGENT_REVISION from the environment (scripts/build-static.sh first when prebuilt). Sets
+# ENGINE_BUILD_FLAGS to the flags it passed.
+engine_build_agents() {
+  local project=$1 before="" leftovers
+  ENGINE_BUILD_FLAGS=""
+  if [ "$ENGINE" = podman ]; then
+    # buildah (podman 4.x) reuses a cached LABEL step after the ARG it expands changed, which would keep a stale
+    # revision label; a build without cache is cheap on the prebuilt path (it only copies files).
+    ENGINE_BUILD_FLAGS="--no-cache"
+    before=$(engine_untagged_images)
+  fi
+  # shellcheck disable=SC2086
+  timeout 1800 docker compose -p "$project" build $ENGINE_BUILD_FLAGS >&2 || return 1
+  if [ "$ENGINE" = podman ]; then
+    # Without cache, the intermediate stage images this build left (and the images its tags replaced) serve nothing.
+    leftovers=$(comm -13 <(echo "$before") <(engine_untagged_images))
+    # shellcheck disable=SC2086
+    [ -z "$leftovers" ] || docker rmi $leftovers >/dev/null 2>&1 || true
+  fi
+}
+
+engine_untagged_images() {
+  docker images -a --no-trunc --format '{{.ID}} {{.Repository}}' | awk '$2 == "<none>" { print $1 }' | sort -u
+}
+
 # podman without systemd never runs healthchecks by itself; run them for one compose project until stopped.
 engine_health_pump_start() {
   local project=$1 root=$2
