@@ -265,7 +265,7 @@ if [ -z "${KUBECONFIG:-}" ]; then
   note "Dapr control plane install (helm upgrade --install --wait, injector answering): ${install:-?} s"
   PROBE_IMAGE=$(scripts/cluster.sh import fortio | tail -n1)
 else
-  PROBE_IMAGE=${CLUSTER_PROBE_IMAGE:-localhost/agent-mesh/fortio:1.75.3}
+  PROBE_IMAGE=${CLUSTER_PROBE_IMAGE:-localhost/agent-mesh/fortio:1.68.2}
   k -n istio-system get deployment istiod >/dev/null 2>&1 && with_istio=1
   k get namespace "$NS" >/dev/null 2>&1 && { log "namespace $NS exists in this cluster; the checks need it absent"; exit 1; }
 fi
