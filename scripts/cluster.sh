@@ -28,10 +28,13 @@
 # Add-ons: scripts/cluster/addons/<name>/ (see its README.md); coredns always, istio with --istio, dapr with --dapr.
 #
 # Settings (env):
-#   AGENT_MESH_CLUSTER_DIR   state directory (default /var/lib/agent-mesh/cluster); removed by down
+#   AGENT_MESH_CLUSTER       instance name (default cluster): several clusters can run at once, each with its own
+#                            name; every command acts on the named one. 1 to 11 lower-case letters and digits.
+#   AGENT_MESH_CLUSTER_DIR   state directory (default /var/lib/agent-mesh/<instance>); removed by down
 #   AGENT_MESH_CACHE         built tools and image archives (default $HOME/.cache/agent-mesh)
 #   CLUSTER_NODE_NAME        node name (default agent-mesh)
-#   CLUSTER_HOST_IP / CLUSTER_NODE_IP   the veth pair's addresses, a /30 (default 10.250.0.1 / 10.250.0.2)
+#   CLUSTER_HOST_IP / CLUSTER_NODE_IP   the veth pair's addresses, a /30 (default 10.250.0.1 / 10.250.0.2 for the
+#                            instance `cluster`, 10.250.N.1 / 10.250.N.2 for others, N derived from the name)
 #   CLUSTER_POD_CIDR         default 10.244.0.0/16 (the node gets a /24 of it)
 #   CLUSTER_SERVICE_CIDR     default 10.96.0.0/16; cluster DNS at CLUSTER_DNS_IP (default 10.96.0.10)
 #   CLUSTER_WAIT_SECONDS     bound of each wait in up (default 120)
@@ -40,17 +43,29 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CLUSTER_SH="$ROOT/scripts/cluster.sh"
 CACHE=${AGENT_MESH_CACHE:-$HOME/.cache/agent-mesh}
-DIR=${AGENT_MESH_CLUSTER_DIR:-/var/lib/agent-mesh/cluster}
+INSTANCE=${AGENT_MESH_CLUSTER:-cluster}
+# The name goes into a link name (15 bytes at most: "am-" + name + "0") and a cgroup name.
+[[ $INSTANCE =~ ^[a-z0-9]{1,11}$ ]] || {
+  echo "cluster: AGENT_MESH_CLUSTER=$INSTANCE: use 1 to 11 lower-case letters and digits" >&2
+  exit 2
+}
+DIR=${AGENT_MESH_CLUSTER_DIR:-/var/lib/agent-mesh/$INSTANCE}
+# The machine-wide record of what down restores once the last cluster is gone (see record_host).
+HOST_RECORD="$(dirname "$DIR")/host-before"
 NODE=${CLUSTER_NODE_NAME:-agent-mesh}
-HOST_IP=${CLUSTER_HOST_IP:-10.250.0.1}
-NODE_IP=${CLUSTER_NODE_IP:-10.250.0.2}
+# Each instance its own /30 on the host: 10.250.0.0/30 for the default one, 10.250.N.0/30 (N in 1..254, from the
+# name) for others; ensure_netns refuses a range the host already routes, so a clash is reported, never shared.
+if [ "$INSTANCE" = cluster ]; then subnet_index=0; else subnet_index=$(($(cksum <<<"$INSTANCE" | cut -d' ' -f1) % 254 + 1)); fi
+HOST_IP=${CLUSTER_HOST_IP:-10.250.$subnet_index.1}
+NODE_IP=${CLUSTER_NODE_IP:-10.250.$subnet_index.2}
 POD_CIDR=${CLUSTER_POD_CIDR:-10.244.0.0/16}
 SERVICE_CIDR=${CLUSTER_SERVICE_CIDR:-10.96.0.0/16}
 DNS_IP=${CLUSTER_DNS_IP:-10.96.0.10}
 DOMAIN=cluster.local
 WAIT=${CLUSTER_WAIT_SECONDS:-120}
-HOST_LINK=am-cluster0             # the host's end of the veth pair (the node's end is eth0 in the namespace)
-CGROUP_NAME="agent-mesh-cluster"  # kubelet's cgroupRoot: pods live under /<this>/kubepods in every hierarchy
+HOST_LINK="am-${INSTANCE}0"          # the host's end of the veth pair (the node's end is eth0 in the namespace)
+NODE_LINK="am-${INSTANCE}1"          # the node's end until it is moved into the namespace and renamed eth0
+CGROUP_NAME="agent-mesh-$INSTANCE"   # kubelet's cgroupRoot: pods live under /<this>/kubepods in every hierarchy
 
 NETNS="$DIR/netns"
 PKI="$DIR/pki"
@@ -109,11 +124,12 @@ wait_healthy() {
 
 pid_of() { cat "$RUN/$1.pid" 2>/dev/null || true; }
 
-# A PID file only counts while its process is the one we started: every component's command line names $DIR.
+# A PID file only counts while its process is the one we started: every component's command line names a path under
+# $DIR (with the slash, so that instance `a` never claims the processes of instance `ab`).
 alive() {
   local pid
   pid=$(pid_of "$1")
-  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -F "$DIR" >/dev/null
+  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -F "$DIR/" >/dev/null
 }
 
 # start NAME CMD...: start CMD on the node, detached (own session, stdin closed, output to logs/NAME.log), unless
@@ -169,36 +185,59 @@ cluster_pids() {
 
 # --- host snapshot: what down restores ------------------------------------------------------------------------------
 
-# record_host: on the first up, note what down must restore, before anything is created (the state directory too).
+# record_host: before anything is created, note what down must restore. Kernel settings and host paths are shared by
+# every cluster on the machine, so the first cluster to come up writes the machine's record ($HOST_RECORD, beside
+# the state directories) and the last one to go down restores it; each cluster also marks its own state directory.
 record_host() {
-  if [ ! -f "$DIR/host-before" ]; then
+  if [ ! -f "$HOST_RECORD" ] && [ -z "$(other_clusters)" ]; then
     local key path before
     before=$(
       for key in "${KUBELET_SYSCTLS[@]}"; do echo "sysctl $key $(sysctl -n "$key")"; done
       for path in "${HOST_PATHS[@]}"; do if [ -e "$path" ]; then echo "existed $path"; fi; done
     )
+    mkdir -p "$(dirname "$HOST_RECORD")"
+    echo "$before" >"$HOST_RECORD.tmp"
+    mv "$HOST_RECORD.tmp" "$HOST_RECORD"
+  fi
+  if [ ! -f "$DIR/host-before" ]; then
     mkdir -p "$DIR"
     chmod 700 "$DIR"
-    echo "$before" >"$DIR/host-before.tmp"
-    mv "$DIR/host-before.tmp" "$DIR/host-before"
+    echo "recorded in $HOST_RECORD" >"$DIR/host-before"
   fi
   mkdir -p "$RUN" "$LOGS"
 }
 
-# restore_host BEFORE: put back what record_host noted (BEFORE is the content of its file; run after the state
-# directory is gone): the kernel settings, and no host path the cluster created.
-restore_host() {
-  local before=$1 kind key value path file
-  while read -r kind key value; do
-    [ "$kind" = sysctl ] || continue
-    [ "$(sysctl -n "$key")" = "$value" ] || sysctl -qw "$key=$value"
-  done <<<"$before"
-  # The kubelet's links to this cluster's pod logs, and libcni's cached results of this cluster's pods (pod network
-  # and loopback; each names its network namespace, which lived under $DIR).
+# other_clusters: the state directories of the other clusters on this machine (beside ours).
+other_clusters() {
+  local marker
+  for marker in "$(dirname "$DIR")"/*/host-before; do
+    [ -f "$marker" ] && [ "$(dirname "$marker")" != "$DIR" ] && dirname "$marker"
+  done
+  return 0
+}
+
+# forget_cluster: after the state directory is gone, remove what the node left outside it: the kubelet's links to
+# this cluster's pod logs and libcni's cached results of its pods (pod network and loopback; each names its network
+# namespace, which lived under $DIR).
+forget_cluster() {
+  local file
   find /var/log/containers -maxdepth 1 -type l -lname "$DIR/*" -delete 2>/dev/null || true
   for file in /var/lib/cni/results/*; do
     if [ -f "$file" ] && grep -qF "$DIR/" "$file"; then rm -f "$file"; fi
   done
+}
+
+# restore_host: once the last cluster is gone, put back what record_host noted: the kernel settings, and no host
+# path a cluster created. While another cluster runs, its kubelet still needs them; it restores them when it goes.
+restore_host() {
+  [ -f "$HOST_RECORD" ] && [ -z "$(other_clusters)" ] || return 0
+  local before kind key value path
+  before=$(cat "$HOST_RECORD")
+  rm -f "$HOST_RECORD"
+  while read -r kind key value; do
+    [ "$kind" = sysctl ] || continue
+    [ "$(sysctl -n "$key")" = "$value" ] || sysctl -qw "$key=$value"
+  done <<<"$before"
   for path in "${HOST_PATHS[@]}"; do
     grep -qx "existed $path" <<<"$before" && continue
     case $path in
@@ -225,12 +264,12 @@ ensure_netns() {
   log "network namespace $NETNS, veth $HOST_LINK ($HOST_IP) <-> eth0 ($NODE_IP)"
   touch "$NETNS"
   unshare --net="$NETNS" true
-  ip link add "$HOST_LINK" type veth peer name am-cluster-node
-  ip link set am-cluster-node netns "$NETNS"
+  ip link add "$HOST_LINK" type veth peer name "$NODE_LINK"
+  ip link set "$NODE_LINK" netns "$NETNS"
   ip addr add "$HOST_IP/30" dev "$HOST_LINK"
   ip link set "$HOST_LINK" up
   node_exec ip link set lo up
-  node_exec ip link set am-cluster-node name eth0
+  node_exec ip link set "$NODE_LINK" name eth0
   node_exec ip addr add "$NODE_IP/30" dev eth0
   node_exec ip link set eth0 up
   # Connections the node itself opens to a Service address need a route to exist before kube-proxy's DNAT; eth0 is
@@ -661,7 +700,7 @@ down() {
   local mount
   while read -r mount; do
     umount "$mount" 2>/dev/null || umount -l "$mount" 2>/dev/null || log "cannot unmount $mount"
-  done < <(findmnt -rn -o TARGET | awk -v d="$DIR" 'index($0, d) == 1' | awk '{ print length, $0 }' | sort -rn | cut -d' ' -f2-)
+  done < <(findmnt -rn -o TARGET | awk -v d="$DIR/" 'index($0 "/", d) == 1' | awk '{ print length, $0 }' | sort -rn | cut -d' ' -f2-)
   # The veth pair goes with the namespace; make sure.
   ip link show "$HOST_LINK" >/dev/null 2>&1 && ip link del "$HOST_LINK"
   # cgroups, leaves first.
@@ -669,10 +708,9 @@ down() {
   for hierarchy in /sys/fs/cgroup/*/"$CGROUP_NAME"; do
     if [ -d "$hierarchy" ]; then find "$hierarchy" -depth -type d -exec rmdir {} + 2>/dev/null || true; fi
   done
-  local before=""
-  [ -f "$DIR/host-before" ] && before=$(cat "$DIR/host-before")
   rm -rf "$DIR"
-  [ -z "$before" ] || restore_host "$before"
+  forget_cluster
+  restore_host
   log "down in $((SECONDS - started))s"
   leftovers && return 0
   return 1
@@ -686,7 +724,7 @@ leftovers() {
   for hierarchy in /sys/fs/cgroup/*/"$CGROUP_NAME"; do
     [ -d "$hierarchy" ] && { log "left: cgroup $hierarchy"; found=1; }
   done
-  mount=$(findmnt -rn -o TARGET | awk -v d="$DIR" 'index($0, d) == 1 && n++ < 3')
+  mount=$(findmnt -rn -o TARGET | awk -v d="$DIR/" 'index($0 "/", d) == 1 && n++ < 3')
   [ -n "$mount" ] && { log "left: mounts under $DIR: $mount"; found=1; }
   [ -n "$(cluster_pids)" ] && { log "left: processes $(cluster_pids | tr '\n' ' ')"; found=1; }
   [ -e "$DIR" ] && { log "left: $DIR"; found=1; }

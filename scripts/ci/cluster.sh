@@ -93,6 +93,27 @@ host_snapshot() {
   set -o pipefail
 }
 
+# without_other_clusters FILE...: drop from host snapshots what belongs to other clusters (AGENT_MESH_CLUSTER
+# instances) that ran beside this one: their links, addresses, routes, mounts, cgroups and state directories. The
+# kernel settings and shared paths are the last cluster's to restore, so with another cluster about they are left
+# out of the comparison, and the note says so.
+without_other_clusters() {
+  local own=/var/lib/agent-mesh/${AGENT_MESH_CLUSTER:-cluster} others name pattern file
+  others=$(awk '/^## clusters/ { on = 1; next } /^## / { on = 0 } on' "$@" | sort -u | grep -vx "$own" || true)
+  [ -n "$others" ] || return 0
+  pattern=""
+  for name in $others; do
+    name=${name##*/}
+    pattern+="${pattern:+|}am-${name}[01]|agent-mesh-${name}\b|/var/lib/agent-mesh/${name}\b"
+  done
+  for file in "$@"; do
+    awk '/^## (sysctls|clusters|paths)/ { skip = 1; print; next } /^## / { skip = 0 } !skip' "$file" \
+      | grep -v -E "$pattern" >"$file.own" || true
+    mv "$file.own" "$file"
+  done
+  note "other clusters ran meanwhile ($(tr '\n' ' ' <<<"$others")): kernel settings and shared paths not compared"
+}
+
 diagnostics() {
   echo "---- diagnostics"
   k get nodes -o wide 2>&1 | head -5 || true
@@ -117,6 +138,7 @@ finish() {
     if scripts/cluster.sh down; then ok "scripts/cluster.sh down"; else not_ok "scripts/cluster.sh down reported leftovers"; fi
     note "down $((SECONDS - t)) s"
     host_snapshot >"$tmp/host-after"
+    without_other_clusters "$tmp/host-before" "$tmp/host-after"
     if diff "$tmp/host-before" "$tmp/host-after" >"$tmp/host-diff"; then
       ok "the machine is as it was before up (links, addresses, routes, iptables, ip6tables, mounts, cgroups, sysctls, paths)"
     else
