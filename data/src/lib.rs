@@ -21,6 +21,7 @@ use shared::{
     health::Health,
     limits::Limits,
     propagation::TraceHeaders,
+    request_body::BodyRejection,
     server::{DrainOutcome, ServeOptions},
     validation::ValidationErrorBody,
 };
@@ -111,8 +112,10 @@ pub async fn get_data(State(state): State<AppState>) -> Response {
     Json(DataBody { processed_data: state.store.current().processed_data }).into_response()
 }
 
-/// The new data for `PUT /data`.
+/// The new data for `PUT /data`; other fields are refused (422 `extra_forbidden`, as a pydantic model with
+/// `extra="forbid"`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[schema(example = json!({"processed_data": "fresh_insights"}))]
 pub struct DataUpdate {
     /// The new insights, 1 to 1000 characters.
@@ -149,12 +152,13 @@ pub struct UpdateBody {
             body = shared::errors::ErrorBody),
         (status = 403, description = "The dapr-api-token is wrong", body = shared::errors::ErrorBody),
         (status = 422, description = "The body is missing, not JSON, or invalid", body = ValidationErrorBody),
+        shared::request_body::BodyReadErrors,
     ))]
 pub async fn put_data(
     State(state): State<AppState>,
     trace: TraceHeaders,
-    body: Result<JsonBody, ValidationErrorBody>,
-) -> Result<Json<UpdateBody>, ValidationErrorBody> {
+    body: Result<JsonBody, BodyRejection>,
+) -> Result<Json<UpdateBody>, BodyRejection> {
     let update = DataUpdate::from_body(&body?.0)?;
     let snapshot = state.store.replace(update.processed_data);
     tracing::info!(version = snapshot.version, "data replaced");

@@ -21,9 +21,7 @@ fn main() -> ExitCode {
             }
         }
         let listener = shared::server::bind(&config.server).await?;
-        if let Some(metrics_addr) =
-            shared::metrics::bind_listener(&config.server.telemetry.metrics, config.server.bind_addr).await?
-        {
+        if let Some(metrics_addr) = shared::metrics::bind_listener(&config.server).await? {
             tracing::info!(%metrics_addr, "metrics listener started");
         }
         tracing::info!(addr = %listener.local_addr()?, version = env!("CARGO_PKG_VERSION"), "data agent listening");

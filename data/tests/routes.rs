@@ -174,7 +174,91 @@ async fn openapi_documents_put_data_with_its_body_and_errors() {
     let spec: Value = serde_json::from_slice(&body).unwrap();
     let put = &spec["paths"]["/data"]["put"];
     assert!(put["requestBody"].is_object());
-    for code in ["200", "401", "403", "422"] {
+    assert_eq!(
+        spec["components"]["schemas"]["DataUpdate"]["additionalProperties"],
+        json!(false),
+        "unknown fields are refused (422 extra_forbidden), so the schema must say so"
+    );
+    for code in ["200", "400", "401", "403", "408", "413", "422"] {
         assert!(put["responses"][code].is_object(), "PUT /data: {code} undocumented");
     }
+}
+
+/// A `PUT /data` whose body sends `sent` and then nothing more; the sender is returned so the body stays open.
+async fn stalled_put(declared_len: Option<usize>, sent: &'static [u8]) -> (Request<Body>, impl Send) {
+    let (mut sender, body) = http_body_util::channel::Channel::<axum::body::Bytes, std::convert::Infallible>::new(1);
+    sender.send_data(axum::body::Bytes::from_static(sent)).await.unwrap();
+    let mut req = Request::put("/data").header("content-type", "application/json");
+    if let Some(len) = declared_len {
+        req = req.header("content-length", len);
+    }
+    (req.body(Body::new(body)).unwrap(), sender)
+}
+
+async fn json_of(response: axum::response::Response) -> (StatusCode, axum::http::HeaderMap, Value) {
+    let (parts, body) = response.into_parts();
+    let body = to_bytes(body, usize::MAX).await.unwrap();
+    (parts.status, parts.headers, serde_json::from_slice(&body).unwrap())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stalled_body_is_answered_408_json_at_the_body_read_timeout() {
+    let (app, _) = app();
+    let (request, _sender) = stalled_put(Some(1000), br#"{"processed_data":"#).await;
+    let started = tokio::time::Instant::now();
+    let response = tokio::time::timeout(std::time::Duration::from_secs(60), app.oneshot(request))
+        .await
+        .expect("a stalled body must not hold its request")
+        .unwrap();
+    let waited = started.elapsed();
+    let (status, headers, body) = json_of(response).await;
+    assert_eq!(status, StatusCode::REQUEST_TIMEOUT);
+    assert_eq!(body, json!({"detail": "Request body not received within 5s"}));
+    assert_eq!(headers["connection"], "close", "the rest of the body will not be read");
+    assert_eq!(waited, std::time::Duration::from_secs(5), "the default BODY_READ_TIMEOUT, counted from the head");
+}
+
+#[tokio::test]
+async fn a_body_over_max_body_bytes_is_413_naming_the_limit_whether_declared_or_not() {
+    let mut config = Config::for_tests();
+    config.server.max_body_bytes = 1024;
+    let app = router(AppState::new(&config));
+    let too_large = json!({"detail": "Request body too large: the limit is 1024 bytes"});
+    // Chunked (no declared length): refused once 1024 bytes were read.
+    let (mut sender, body) = http_body_util::channel::Channel::<axum::body::Bytes, std::convert::Infallible>::new(4);
+    tokio::spawn(async move {
+        for _ in 0..4 {
+            let _ = sender.send_data(axum::body::Bytes::from(vec![b' '; 500])).await;
+        }
+    });
+    let chunked = Request::put("/data").header("content-type", "application/json").body(Body::new(body)).unwrap();
+    let (status, _, body) = json_of(app.clone().oneshot(chunked).await.unwrap()).await;
+    assert_eq!((status, body), (StatusCode::PAYLOAD_TOO_LARGE, too_large.clone()));
+    // Declared: refused before reading.
+    let (declared, _sender) = stalled_put(Some(2000), b"").await;
+    let (status, _, body) = json_of(app.oneshot(declared).await.unwrap()).await;
+    assert_eq!((status, body), (StatusCode::PAYLOAD_TOO_LARGE, too_large));
+}
+
+#[tokio::test]
+async fn max_body_bytes_above_64_kib_is_honoured() {
+    let mut config = Config::for_tests();
+    config.server.max_body_bytes = 1024 * 1024;
+    let app = router(AppState::new(&config));
+    let big = format!(r#"{{"processed_data":"{}"}}"#, "x".repeat(100 * 1024));
+    let request = Request::put("/data").header("content-type", "application/json").body(Body::from(big)).unwrap();
+    let (status, _, body) = json_of(app.oneshot(request).await.unwrap()).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "read whole, then judged by the model: {body}");
+    assert_eq!(body["detail"][0]["type"], "string_too_long");
+}
+
+#[tokio::test]
+async fn a_malformed_body_is_400_in_fastapi_shape() {
+    let (app, _) = app();
+    let (mut sender, body) = http_body_util::channel::Channel::<axum::body::Bytes, std::io::Error>::new(2);
+    sender.send_data(axum::body::Bytes::from_static(b"{\"processed")).await.unwrap();
+    sender.abort(std::io::Error::other("invalid chunk size line"));
+    let request = Request::put("/data").header("content-type", "application/json").body(Body::new(body)).unwrap();
+    let (status, _, body) = json_of(app.oneshot(request).await.unwrap()).await;
+    assert_eq!((status, body), (StatusCode::BAD_REQUEST, json!({"detail": "There was an error parsing the body"})));
 }

@@ -5,7 +5,7 @@ use std::{fmt, time::Duration};
 use clap::{Args, Parser, ValueEnum};
 use shared::{
     config::{ServerArgs, Subcommand, parse_duration, parse_positive_duration},
-    dapr::{DaprArgs, parse_component_name},
+    dapr::{DaprArgs, parse_component_name, parse_required_token},
 };
 use url::Url;
 
@@ -62,6 +62,13 @@ pub struct StateArgs {
     #[arg(long, env = "STATE_WRITE_RETRIES", default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=50))]
     pub state_write_retries: u32,
 
+    /// Without a Dapr sidecar, how many entries the in-process state store keeps (a user's preferences and their
+    /// last recommendation are one entry each); beyond, the least recently used entry is dropped. Anyone who can
+    /// call the agent can fill it, pushing idle users out: use a Dapr state store for state that must last.
+    #[arg(long, env = "STATE_MEMORY_MAX_ENTRIES", default_value_t = crate::state::MEMORY_MAX_ENTRIES,
+        value_parser = parse_max_entries)]
+    pub state_memory_max_entries: usize,
+
     /// Name of the Dapr pub/sub component data-change events arrive on.
     #[arg(long, env = "PUBSUB_NAME", default_value = "pubsub", value_parser = parse_component_name)]
     pub pubsub_name: String,
@@ -86,10 +93,19 @@ impl StateArgs {
             state_store: "statestore".to_owned(),
             state_ttl: Duration::from_secs(3600),
             state_write_retries: 5,
+            state_memory_max_entries: crate::state::MEMORY_MAX_ENTRIES,
             pubsub_name: "pubsub".to_owned(),
             pubsub_topic: "data-updated".to_owned(),
             data_cache_ttl: None,
         }
+    }
+}
+
+fn parse_max_entries(raw: &str) -> Result<usize, String> {
+    match raw.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_owned()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -169,6 +185,11 @@ pub struct DataArgs {
     /// `X-Data-Stale: true` and `X-Data-Age: <seconds>` (0s = never; fresh answers are never marked).
     #[arg(long, env = "STALE_CACHE_TTL", default_value = "0s", value_parser = parse_duration)]
     pub stale_cache_ttl: Duration,
+
+    /// Direct mode only: token sent to the data agent in the `dapr-api-token` header, i.e. the data agent's
+    /// APP_API_TOKEN when it has one (through Dapr, data's sidecar presents it instead).
+    #[arg(long, env = "DATA_API_TOKEN", hide_env_values = true, value_parser = parse_required_token)]
+    pub data_api_token: Option<String>,
 }
 
 /// The `DATA_MODE` setting as written.
@@ -241,6 +262,13 @@ impl DataArgs {
                 ),
             ));
         }
+        if self.data_api_token.is_some() && self.mode() == DataMode::Dapr {
+            return Err((
+                "DATA_API_TOKEN",
+                "is sent in direct mode only; through Dapr the data agent's sidecar presents its APP_API_TOKEN"
+                    .to_owned(),
+            ));
+        }
         if self.data_retry_backoff_max < self.data_retry_backoff {
             return Err((
                 "DATA_RETRY_BACKOFF_MAX",
@@ -293,6 +321,7 @@ impl Config {
                 data_breaker_threshold: 5,
                 data_breaker_cooldown: Duration::from_secs(2),
                 stale_cache_ttl: Duration::ZERO,
+                data_api_token: None,
             },
             dapr: DaprArgs::for_tests(),
             state: StateArgs::defaults(),
@@ -394,6 +423,15 @@ mod tests {
         assert!(data.check().is_ok());
         data.data_retry_backoff_max = Duration::from_millis(10);
         assert_eq!(data.check().unwrap_err().0, "DATA_RETRY_BACKOFF_MAX");
+    }
+
+    #[test]
+    fn a_data_api_token_is_for_direct_mode_only() {
+        let mut data = Config::for_tests("http://data:8000".parse().unwrap()).data;
+        data.data_api_token = Some("t".to_owned());
+        assert!(data.check().is_ok());
+        data.data_mode = DataModeSetting::Dapr;
+        assert_eq!(data.check().unwrap_err().0, "DATA_API_TOKEN");
     }
 
     #[test]

@@ -5,6 +5,12 @@
 //! the breaker for leave, and gets `min(DATA_TIMEOUT, time left before REQUEST_DEADLINE)`. A failed attempt is
 //! retried (backon's retry loop, [`crate::retry`]'s policy) only when the failure may be transient and the backoff
 //! still leaves time for an attempt before the deadline.
+//!
+//! Within an attempt, a call that went out on a pooled connection the data agent closed before answering anything
+//! (its keep-alive timer fired, or it is restarting and closed its idle connections) is sent again at once, up to
+//! [`CLOSED_CONNECTION_RESENDS`] times, as HTTP clients do for idempotent requests: the call is a GET, nothing was
+//! answered, and the next connection is likely fine (or, behind a Service, another replica). Only the outcome of the
+//! last send counts for the breaker, so a restart that a re-send bridges never moves it.
 
 use std::{
     sync::{
@@ -37,6 +43,10 @@ pub const MAX_DATA_BODY_BYTES: usize = 1024 * 1024;
 /// How long an idle pooled connection to data is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 
+/// Immediate re-sends of a call whose connection was closed before any answer (see the module docs): enough for a
+/// pool holding a few connections a restarting server closed at once.
+pub const CLOSED_CONNECTION_RESENDS: u32 = 2;
+
 /// Client for the data agent: one pooled HTTP client per process, shared by every request.
 #[derive(Debug, Clone)]
 pub struct DataClient {
@@ -49,8 +59,8 @@ pub struct DataClient {
     breaker: CircuitBreaker,
     stale: StaleCache,
     last_call: Arc<Mutex<Option<LastCall>>>,
-    /// Headers only the sidecar may see (`dapr-api-token`); empty in direct mode.
-    sidecar_headers: HeaderMap,
+    /// Headers that authenticate the call: the sidecar's API token in dapr mode, DATA_API_TOKEN in direct mode.
+    auth_headers: HeaderMap,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -139,7 +149,14 @@ impl DataClient {
             breaker: CircuitBreaker::new(args.data_breaker_threshold, args.data_breaker_cooldown),
             stale: StaleCache { ttl: args.stale_cache_ttl, last_good: Arc::default() },
             last_call: Arc::default(),
-            sidecar_headers: HeaderMap::new(),
+            auth_headers: match (args.mode(), &args.data_api_token) {
+                (DataMode::Direct, Some(token)) => {
+                    let mut value = HeaderValue::from_str(token).expect("DATA_API_TOKEN was checked when parsed");
+                    value.set_sensitive(true);
+                    HeaderMap::from_iter([(shared::dapr::API_TOKEN_HEADER, value)])
+                }
+                _ => HeaderMap::new(),
+            },
         })
     }
 
@@ -147,7 +164,7 @@ impl DataClient {
     /// leaves for DATA_URL.
     pub fn with_sidecar_headers(mut self, headers: HeaderMap) -> Self {
         if self.mode == DataMode::Dapr {
-            self.sidecar_headers = headers;
+            self.auth_headers = headers;
         }
         self
     }
@@ -232,7 +249,7 @@ impl DataClient {
         }
         attempts.fetch_add(1, Ordering::Relaxed);
         let budget = self.attempt_timeout.min(remaining);
-        let result = match tokio::time::timeout(budget, self.fetch_once(trace)).await {
+        let result = match tokio::time::timeout(budget, self.send_until_answered(trace)).await {
             Ok(result) => result,
             Err(_) if budget < self.attempt_timeout => Err(Error::DeadlineExceeded { after: self.deadline }),
             Err(_) => Err(Error::DataTimeout { after: budget }),
@@ -244,16 +261,31 @@ impl DataClient {
         result
     }
 
+    /// One call, sent again at once while its connection is closed before any answer (see the module docs).
+    async fn send_until_answered(&self, trace: &TraceHeaders) -> Result<Value, Error> {
+        let mut resends = 0;
+        loop {
+            match self.fetch_once(trace).await {
+                Err(Error::DataConnectionClosed(err)) if resends < CLOSED_CONNECTION_RESENDS => {
+                    resends += 1;
+                    metrics::counter!("data_call_retries_total", "reason" => "closed").increment(1);
+                    tracing::debug!(error = ?err, resends, "data closed the connection before answering; sending again");
+                }
+                other => return other,
+            }
+        }
+    }
+
     async fn fetch_once(&self, trace: &TraceHeaders) -> Result<Value, Error> {
         let mut response = self
             .http
             .get(self.endpoint.clone())
             .headers(trace.headers().clone())
-            .headers(self.sidecar_headers.clone())
+            .headers(self.auth_headers.clone())
             .header(ACCEPT, HeaderValue::from_static("application/json"))
             .send()
             .await
-            .map_err(classify)?;
+            .map_err(classify_send)?;
 
         let status = response.status();
         if !status.is_success() {
@@ -279,6 +311,13 @@ impl DataClient {
     /// answer from data.
     async fn non_success(&self, response: reqwest::Response) -> Error {
         let status = response.status();
+        if matches!(status, reqwest::StatusCode::UNAUTHORIZED | reqwest::StatusCode::FORBIDDEN) {
+            let hint = match self.mode {
+                DataMode::Direct => "set DATA_API_TOKEN to the data agent's APP_API_TOKEN",
+                DataMode::Dapr => "check DAPR_API_TOKEN here and the APP_API_TOKEN of data's sidecar",
+            };
+            return Error::DataRefused { status, hint };
+        }
         if self.mode == DataMode::Dapr && status == reqwest::StatusCode::INTERNAL_SERVER_ERROR {
             let body = response.bytes().await.unwrap_or_default();
             let error_code = serde_json::from_slice::<Value>(&body)
@@ -308,8 +347,9 @@ impl DataClient {
 fn counts_against_data(err: &Error) -> bool {
     match err {
         Error::DataBadStatus(status) => status.is_server_error(),
-        Error::Validation(_) | Error::CircuitOpen { .. } => false,
+        Error::Validation(_) | Error::CircuitOpen { .. } | Error::DataRefused { .. } => false,
         Error::DataUnreachable(_)
+        | Error::DataConnectionClosed(_)
         | Error::SidecarCannotReachData(_)
         | Error::DataTimeout { .. }
         | Error::DeadlineExceeded { .. }
@@ -326,6 +366,32 @@ fn classify(err: reqwest::Error) -> Error {
     } else {
         Error::DataBadBody(format!("transport failed mid-exchange: {err:?}"))
     }
+}
+
+/// Like [`classify`] for a failure before the answer's head arrived, which may be a connection closed under the call.
+fn classify_send(err: reqwest::Error) -> Error {
+    if !err.is_connect() && closed_before_answer(&err) { Error::DataConnectionClosed(err) } else { classify(err) }
+}
+
+/// Whether the connection was closed, or reset, before any byte of an answer arrived: hyper's "incomplete message"
+/// (EOF while waiting for the head) and "canceled" (the connection went away with the request queued), or the
+/// reset a server's kernel sends when it closes with the request unread.
+fn closed_before_answer(err: &reqwest::Error) -> bool {
+    std::iter::successors(Some(err as &(dyn std::error::Error + 'static)), |e| e.source()).any(|cause| {
+        if let Some(hyper) = cause.downcast_ref::<hyper::Error>() {
+            hyper.is_incomplete_message() || hyper.is_canceled()
+        } else if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof
+            )
+        } else {
+            false
+        }
+    })
 }
 
 fn describe_metrics() {

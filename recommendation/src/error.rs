@@ -22,6 +22,12 @@ pub enum Error {
     #[error("data agent unreachable")]
     DataUnreachable(#[source] reqwest::Error),
 
+    /// 503: the data agent (or its sidecar) closed the connection the call went out on before answering anything,
+    /// on every try (a connection closed under a request is normal when a server restarts or its keep-alive timer
+    /// fires, so the call is first sent again at once).
+    #[error("data agent closed the connection before answering")]
+    DataConnectionClosed(#[source] reqwest::Error),
+
     /// 503: the Dapr sidecar answered that it could not invoke data (`ERR_DIRECT_INVOKE*`).
     #[error("Dapr sidecar could not invoke the data agent ({0})")]
     SidecarCannotReachData(String),
@@ -47,6 +53,16 @@ pub enum Error {
         retry_after: Duration,
     },
 
+    /// 502: the data agent (or a sidecar on the way) refused the call as unauthenticated (401) or forbidden (403):
+    /// a configuration mistake on this side, which retries cannot fix.
+    #[error("data agent refused the call with {status}; {hint}")]
+    DataRefused {
+        /// 401 or 403.
+        status: reqwest::StatusCode,
+        /// What to check, for the log.
+        hint: &'static str,
+    },
+
     /// 502: the data agent answered with a non-2xx status.
     #[error("data agent answered with status {0}")]
     DataBadStatus(reqwest::StatusCode),
@@ -62,9 +78,11 @@ impl Error {
         match self {
             Self::Validation(_) => "invalid_request",
             Self::DataUnreachable(_) | Self::SidecarCannotReachData(_) => "unreachable",
+            Self::DataConnectionClosed(_) => "closed",
             Self::DataTimeout { .. } => "timeout",
             Self::DeadlineExceeded { .. } => "deadline",
             Self::CircuitOpen { .. } => "circuit_open",
+            Self::DataRefused { .. } => "refused",
             Self::DataBadStatus(_) => "bad_status",
             Self::DataBadBody(_) => "bad_body",
         }
@@ -74,11 +92,12 @@ impl Error {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::DataUnreachable(_) | Self::SidecarCannotReachData(_) | Self::CircuitOpen { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::DataUnreachable(_)
+            | Self::DataConnectionClosed(_)
+            | Self::SidecarCannotReachData(_)
+            | Self::CircuitOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::DataTimeout { .. } | Self::DeadlineExceeded { .. } => StatusCode::GATEWAY_TIMEOUT,
-            Self::DataBadStatus(_) | Self::DataBadBody(_) => StatusCode::BAD_GATEWAY,
+            Self::DataRefused { .. } | Self::DataBadStatus(_) | Self::DataBadBody(_) => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -86,7 +105,7 @@ impl Error {
     /// agent to come up, or the rest of the breaker's cool-down.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Self::DataUnreachable(_) => Some(Duration::from_secs(1)),
+            Self::DataUnreachable(_) | Self::DataConnectionClosed(_) => Some(Duration::from_secs(1)),
             Self::CircuitOpen { retry_after } => Some(*retry_after),
             _ => None,
         }
@@ -108,13 +127,14 @@ impl IntoResponse for Error {
                 tracing::info!(outcome, issues = body.detail.len(), "request rejected");
                 return body.into_response();
             }
-            Self::DataUnreachable(_) | Self::SidecarCannotReachData(_) => {
+            Self::DataUnreachable(_) | Self::DataConnectionClosed(_) | Self::SidecarCannotReachData(_) => {
                 "The data agent is unreachable; try again shortly."
             }
             Self::DataTimeout { .. } | Self::DeadlineExceeded { .. } => "The data agent did not answer in time.",
             Self::CircuitOpen { .. } => {
                 "The data agent is failing; calls to it are paused. Try again after Retry-After."
             }
+            Self::DataRefused { .. } => "The data agent refused the call: this agent is not allowed to call it.",
             Self::DataBadStatus(_) | Self::DataBadBody(_) => "The data agent returned an invalid response.",
         };
         let mut response = json_error(status, detail);

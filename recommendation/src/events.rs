@@ -14,10 +14,17 @@ use std::sync::{
     atomic::{AtomicU64, Ordering},
 };
 
-use axum::{Json, body::Bytes, extract::State};
+use axum::{
+    Json,
+    extract::State,
+    response::{IntoResponse, Response},
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use shared::propagation::TraceHeaders;
+use shared::{
+    propagation::TraceHeaders,
+    request_body::{BodyBytes, BodyRejection},
+};
 use utoipa::ToSchema;
 
 use crate::AppState;
@@ -111,14 +118,26 @@ pub async fn subscribe(State(state): State<AppState>) -> Json<Vec<Subscription>>
 
 /// Receives a data-updated CloudEvent from the sidecar: clears the data cache and refetches (see module docs).
 #[utoipa::path(post, path = "/events/data-updated", tag = "events",
-    request_body(content = Value, description = "A CloudEvent whose `data` is {version, processed_data}",
+    request_body(content = Option<Value>, description = "A CloudEvent whose `data` is {version, processed_data}; \
+        Dapr always sends one. Anything else, an empty body included, is answered DROP",
         content_type = "application/cloudevents+json"),
-    responses((status = 200, description = "SUCCESS, RETRY or DROP, as Dapr's pub/sub contract defines",
-        body = DeliveryAnswer)))]
-pub async fn data_updated(State(state): State<AppState>, trace: TraceHeaders, body: Bytes) -> Json<DeliveryAnswer> {
+    responses(
+        (status = 200, description = "SUCCESS, RETRY or DROP, as Dapr's pub/sub contract defines",
+            body = DeliveryAnswer),
+        shared::request_body::BodyReadErrors,
+    ))]
+pub async fn data_updated(
+    State(state): State<AppState>,
+    trace: TraceHeaders,
+    body: Result<BodyBytes, BodyRejection>,
+) -> Response {
+    let BodyBytes(body) = match body {
+        Ok(body) => body,
+        Err(unreadable) => return unreadable.into_response(),
+    };
     let status = handle(&state, &trace, &body).await;
     state.events.counts.record(status);
-    Json(DeliveryAnswer { status })
+    Json(DeliveryAnswer { status }).into_response()
 }
 
 async fn handle(state: &AppState, trace: &TraceHeaders, body: &[u8]) -> DeliveryStatus {

@@ -103,7 +103,10 @@ impl AppState {
         let data = DataClient::new(&config.data)?.with_sidecar_headers(sidecar_headers);
         let backend = match &sidecar {
             Some(sidecar) => Backend::Dapr { sidecar: sidecar.clone(), store: config.state.state_store.clone() },
-            None => Backend::memory(),
+            None => Backend::memory_with_capacity(
+                std::num::NonZeroUsize::new(config.state.state_memory_max_entries)
+                    .expect("STATE_MEMORY_MAX_ENTRIES was checked when parsed"),
+            ),
         };
         let events = Events {
             subscription: sidecar.as_ref().map(|_| Subscription {

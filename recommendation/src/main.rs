@@ -25,9 +25,7 @@ fn main() -> ExitCode {
         }
         let (data_cache_ttl, state_backend) = state.describe();
         let listener = shared::server::bind(&config.server).await?;
-        if let Some(metrics_addr) =
-            shared::metrics::bind_listener(&config.server.telemetry.metrics, config.server.bind_addr).await?
-        {
+        if let Some(metrics_addr) = shared::metrics::bind_listener(&config.server).await? {
             tracing::info!(%metrics_addr, "metrics listener started");
         }
         tracing::info!(

@@ -53,9 +53,13 @@ impl RetryPolicy {
     /// out the same again (a broken body, other statuses), a deadline that has passed, and an open circuit are not.
     pub fn is_retryable(&self, err: &Error) -> bool {
         match err {
-            Error::DataUnreachable(_) | Error::SidecarCannotReachData(_) | Error::DataTimeout { .. } => true,
+            Error::DataUnreachable(_)
+            | Error::DataConnectionClosed(_)
+            | Error::SidecarCannotReachData(_)
+            | Error::DataTimeout { .. } => true,
             Error::DataBadStatus(status) => self.statuses.contains(&status.as_u16()),
             Error::Validation(_)
+            | Error::DataRefused { .. }
             | Error::DataBadBody(_)
             | Error::DeadlineExceeded { .. }
             | Error::CircuitOpen { .. } => false,

@@ -5,26 +5,35 @@
 //! Every write uses first-write concurrency: with the ETag read before, it succeeds only if nobody wrote in
 //! between; for a new key, only if nobody created it first. A read-modify-write that loses is re-read and
 //! retried a bounded number of times (STATE_WRITE_RETRIES), so concurrent requests never lose an update.
+//!
+//! The in-process store holds at most STATE_MEMORY_MAX_ENTRIES entries (a user's preferences and their history
+//! are one entry each) and drops the least recently used one beyond that. Without an app token anyone who can
+//! reach the agent can write entries, so a flood of new user ids pushes other users' idle entries out: it is a
+//! per-replica store for demos and single instances, and the Dapr state store is the one to rely on. Per-client
+//! quotas would not help: behind a sidecar or gateway every caller has the same address, and callers are not
+//! authenticated individually.
 
 use std::{
-    collections::HashMap,
+    num::NonZeroUsize,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use axum::{
     Json,
-    extract::{Path, State},
+    extract::State,
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
+use lru::LruCache;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use shared::{
     body::{Fields, JsonBody},
     dapr::{Sidecar, SidecarError, StateItem},
     errors::json_error,
-    validation::{ValidationErrorBody, ValidationIssue},
+    request_body::BodyRejection,
+    validation::{LossyPathParams, ValidationErrorBody, ValidationIssue},
 };
 use utoipa::ToSchema;
 
@@ -33,8 +42,8 @@ use crate::AppState;
 /// What a user id must look like (FastAPI: `Path(pattern=...)` / `Query(pattern=...)`).
 pub const USER_ID_PATTERN: &str = "^[A-Za-z0-9._-]{1,64}$";
 
-/// Most entries the in-process store keeps; beyond, the entry closest to expiry goes first.
-const MEMORY_CAPACITY: usize = 10_000;
+/// Most entries the in-process store keeps unless configured otherwise (STATE_MEMORY_MAX_ENTRIES).
+pub const MEMORY_MAX_ENTRIES: usize = 10_000;
 
 /// Checks a user id; `source` is `query` or `path`, `name` the parameter's name, for FastAPI's `loc`.
 pub fn check_user_id(raw: &str, source: &str, name: &str) -> Result<String, ValidationErrorBody> {
@@ -54,8 +63,9 @@ pub fn check_user_id(raw: &str, source: &str, name: &str) -> Result<String, Vali
     })
 }
 
-/// A user's preferences.
+/// A user's preferences; other fields are refused (422 `extra_forbidden`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[schema(example = json!({"categories": ["books", "music"], "max_results": 5}))]
 pub struct Preferences {
     /// Categories the user cares about: at most 10, each 1 to 40 characters.
@@ -156,18 +166,65 @@ pub enum Backend {
         /// State store component name.
         store: String,
     },
-    /// This process (used without a sidecar): same semantics, lost on restart, not shared between replicas.
+    /// This process (used without a sidecar): same semantics, lost on restart, not shared between replicas, and
+    /// bounded (see the module docs).
     Memory(Arc<MemoryStore>),
 }
 
-/// The in-process store behind [`Backend::Memory`].
-#[derive(Debug, Default)]
-pub struct MemoryStore(Mutex<HashMap<String, MemoryEntry>>);
+/// The in-process store behind [`Backend::Memory`]: entries in least-recently-used order, at most its capacity.
+#[derive(Debug)]
+pub struct MemoryStore(Mutex<LruCache<String, MemoryEntry>>);
+
+impl MemoryStore {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<String, MemoryEntry>> {
+        // Every change is a single insert or removal, so a panic elsewhere cannot leave an entry half-written.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The live entry under `key`, which becomes the most recently used; an expired one is removed.
+    fn get(&self, key: &str) -> Option<StateItem> {
+        let mut entries = self.lock();
+        let entry = entries.get(key)?;
+        if entry.expires.is_some_and(|t| t <= Instant::now()) {
+            entries.pop(key);
+            return None;
+        }
+        Some(StateItem { value: entry.value.clone(), etag: Some(entry.version.to_string()) })
+    }
+
+    /// Stores `value` under `key` with first-write concurrency (see [`Backend::save`]); a new key in a full store
+    /// takes the place of the least recently used entry.
+    fn save(&self, key: &str, value: &Value, etag: Option<&str>, ttl: Option<Duration>) -> Result<(), SidecarError> {
+        let mut entries = self.lock();
+        let now = Instant::now();
+        let current = entries.peek(key).filter(|e| e.expires.is_none_or(|t| t > now)).map(|e| e.version);
+        let version = match (current, etag) {
+            (None, None) => 1,
+            (Some(current), Some(etag)) if etag == current.to_string() => current + 1,
+            _ => return Err(SidecarError::Conflict),
+        };
+        let entry = MemoryEntry { value: value.clone(), version, expires: ttl.map(|t| now + t) };
+        if let Some((dropped, _)) = entries.push(key.to_owned(), entry).filter(|(dropped, _)| dropped != key) {
+            metrics::counter!("state_memory_evictions_total").increment(1);
+            tracing::debug!(key = dropped, "in-process state full; dropped the least recently used entry");
+        }
+        Ok(())
+    }
+}
 
 impl Backend {
-    /// The in-process backend.
+    /// The in-process backend with the default bound.
     pub fn memory() -> Self {
-        Self::Memory(Arc::default())
+        Self::memory_with_capacity(NonZeroUsize::new(MEMORY_MAX_ENTRIES).expect("not zero"))
+    }
+
+    /// The in-process backend keeping at most `max_entries`.
+    pub fn memory_with_capacity(max_entries: NonZeroUsize) -> Self {
+        metrics::describe_counter!(
+            "state_memory_evictions_total",
+            "Entries the in-process state store dropped because it held STATE_MEMORY_MAX_ENTRIES"
+        );
+        Self::Memory(Arc::new(MemoryStore(Mutex::new(LruCache::new(max_entries)))))
     }
 
     /// `dapr` or `memory`, for logs and readiness.
@@ -181,13 +238,7 @@ impl Backend {
     async fn get(&self, key: &str) -> Result<Option<StateItem>, SidecarError> {
         match self {
             Self::Dapr { sidecar, store } => sidecar.get_state(store, key).await,
-            Self::Memory(map) => {
-                let map = map.0.lock().unwrap_or_else(|p| p.into_inner());
-                Ok(map
-                    .get(key)
-                    .filter(|e| e.expires.is_none_or(|t| t > Instant::now()))
-                    .map(|e| StateItem { value: e.value.clone(), etag: Some(e.version.to_string()) }))
-            }
+            Self::Memory(store) => Ok(store.get(key)),
         }
     }
 
@@ -200,32 +251,7 @@ impl Backend {
     ) -> Result<(), SidecarError> {
         match self {
             Self::Dapr { sidecar, store } => sidecar.save_state(store, key, value, etag, ttl).await,
-            Self::Memory(map) => {
-                let mut map = map.0.lock().unwrap_or_else(|p| p.into_inner());
-                let now = Instant::now();
-                let current = map.get(key).filter(|e| e.expires.is_none_or(|t| t > now)).map(|e| e.version);
-                let version = match (current, etag) {
-                    (None, None) => 1,
-                    (Some(current), Some(etag)) if etag == current.to_string() => current + 1,
-                    _ => return Err(SidecarError::Conflict),
-                };
-                if !map.contains_key(key) && map.len() >= MEMORY_CAPACITY {
-                    map.retain(|_, e| e.expires.is_none_or(|t| t > now));
-                    if map.len() >= MEMORY_CAPACITY {
-                        let soonest = map
-                            .iter()
-                            .min_by_key(|(_, e)| e.expires.unwrap_or(now + Duration::from_secs(u32::MAX.into())));
-                        if let Some(evict) = soonest.map(|(k, _)| k.clone()) {
-                            map.remove(&evict);
-                        }
-                    }
-                }
-                map.insert(
-                    key.to_owned(),
-                    MemoryEntry { value: value.clone(), version, expires: ttl.map(|t| now + t) },
-                );
-                Ok(())
-            }
+            Self::Memory(store) => store.save(key, value, etag, ttl),
         }
     }
 }
@@ -359,6 +385,8 @@ fn if_match(headers: &HeaderMap) -> Option<String> {
 pub enum UserError {
     /// 422.
     Validation(ValidationErrorBody),
+    /// 400, 408 or 413: the body could not be read.
+    Body(BodyRejection),
     /// 404: nothing stored.
     NotFound,
     /// 412 / 503.
@@ -381,6 +409,7 @@ impl IntoResponse for UserError {
     fn into_response(self) -> Response {
         match self {
             Self::Validation(body) => body.into_response(),
+            Self::Body(rejection) => rejection.into_response(),
             Self::NotFound => json_error(StatusCode::NOT_FOUND, "No preferences stored for this user"),
             Self::State(err) => err.into_response(),
         }
@@ -398,9 +427,9 @@ impl IntoResponse for UserError {
     ))]
 pub async fn get_preferences(
     State(state): State<AppState>,
-    Path(user_id): Path<String>,
+    path: LossyPathParams,
 ) -> Result<(HeaderMap, Json<Preferences>), UserError> {
-    let user = check_user_id(&user_id, "path", "user_id")?;
+    let user = check_user_id(path.get("user_id").unwrap_or_default(), "path", "user_id")?;
     let (preferences, etag) = state.users.preferences(&user).await?.ok_or(UserError::NotFound)?;
     Ok((etag_header(etag.as_deref()), Json(preferences)))
 }
@@ -417,14 +446,21 @@ pub async fn get_preferences(
         (status = 422, description = "Invalid user id or body", body = ValidationErrorBody),
         (status = 503, description = "The state store is unavailable or too contended",
             body = shared::errors::ErrorBody),
+        shared::request_body::BodyReadErrors,
     ))]
 pub async fn put_preferences(
     State(state): State<AppState>,
-    Path(user_id): Path<String>,
+    path: LossyPathParams,
     headers: HeaderMap,
-    body: Result<JsonBody, ValidationErrorBody>,
+    body: Result<JsonBody, BodyRejection>,
 ) -> Result<(HeaderMap, Json<Preferences>), UserError> {
-    let user = check_user_id(&user_id, "path", "user_id");
+    // As in FastAPI, a body that cannot be read at all is answered before any validation.
+    let body = match body {
+        Ok(body) => Ok(body),
+        Err(BodyRejection::Invalid(issues)) => Err(issues),
+        Err(unreadable) => return Err(UserError::Body(unreadable)),
+    };
+    let user = check_user_id(path.get("user_id").unwrap_or_default(), "path", "user_id");
     let preferences = body.and_then(|body| Preferences::from_body(&body.0));
     // FastAPI reports path and body problems together, path first.
     let (user, preferences) = match (user, preferences) {
@@ -457,6 +493,21 @@ mod tests {
         assert!(matches!(backend.save("k", &json!(2), Some("nope"), None).await, Err(SidecarError::Conflict)));
         backend.save("k", &json!(2), item.etag.as_deref(), None).await.unwrap();
         assert!(matches!(backend.save("k", &json!(3), item.etag.as_deref(), None).await, Err(SidecarError::Conflict)));
+    }
+
+    #[tokio::test]
+    async fn a_full_memory_store_drops_the_least_recently_used_entry() {
+        let backend = Backend::memory();
+        for n in 0..10_000 {
+            backend.save(&format!("user-{n}"), &json!(n), None, None).await.unwrap();
+        }
+        // user-0 is the oldest entry but was just used, so user-1 is the least recently used one.
+        assert!(backend.get("user-0").await.unwrap().is_some());
+        backend.save("newcomer", &json!("new"), None, None).await.unwrap();
+        assert!(backend.get("user-1").await.unwrap().is_none(), "the least recently used entry goes");
+        for kept in ["user-0", "user-2", "user-9999", "newcomer"] {
+            assert!(backend.get(kept).await.unwrap().is_some(), "{kept} was dropped");
+        }
     }
 
     #[tokio::test]

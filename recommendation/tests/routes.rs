@@ -96,6 +96,87 @@ async fn openapi_documents_the_user_and_event_routes() {
     assert!(prefs["put"]["requestBody"].is_object());
     assert!(spec["paths"]["/dapr/subscribe"]["get"].is_object());
     assert!(spec["paths"]["/events/data-updated"]["post"]["responses"]["200"].is_object());
+    // The schemas say what the routes do: unknown fields are refused (422 extra_forbidden), and an event without a
+    // body is answered (DROP), not refused.
+    assert_eq!(spec["components"]["schemas"]["Preferences"]["additionalProperties"], json!(false));
+    let event_body = &spec["paths"]["/events/data-updated"]["post"]["requestBody"];
+    assert_ne!(event_body["required"], json!(true), "{event_body}");
     let recommend = spec["paths"]["/recommend"]["get"]["parameters"].as_array().unwrap();
     assert!(recommend.iter().any(|p| p["name"] == "user" && p["in"] == "query"));
+}
+
+/// A request whose body sends `sent` and then nothing more; the sender is returned so the body stays open.
+async fn stalled(method: Method, uri: &str, sent: &'static [u8]) -> (Request<Body>, impl Send) {
+    let (mut sender, body) = http_body_util::channel::Channel::<axum::body::Bytes, std::convert::Infallible>::new(1);
+    sender.send_data(axum::body::Bytes::from_static(sent)).await.unwrap();
+    let request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json")
+        .header("content-length", "1000")
+        .body(Body::new(body))
+        .unwrap();
+    (request, sender)
+}
+
+async fn answer(request: Request<Body>) -> (StatusCode, Value) {
+    let response = tokio::time::timeout(std::time::Duration::from_secs(60), app().oneshot(request))
+        .await
+        .expect("a stalled body must not hold its request")
+        .unwrap();
+    let status = response.status();
+    let body = to_bytes(response.into_body(), usize::MAX).await.unwrap();
+    (status, serde_json::from_slice(&body).unwrap())
+}
+
+#[tokio::test(start_paused = true)]
+async fn stalled_bodies_are_answered_408_json_on_every_route_that_reads_one() {
+    for (method, uri) in [(Method::PUT, "/users/alice/preferences"), (Method::POST, "/events/data-updated")] {
+        let (request, _sender) = stalled(method, uri, br#"{"categories":"#).await;
+        let started = tokio::time::Instant::now();
+        let (status, body) = answer(request).await;
+        assert_eq!(
+            (status, body),
+            (StatusCode::REQUEST_TIMEOUT, json!({"detail": "Request body not received within 5s"})),
+            "{uri}"
+        );
+        assert_eq!(started.elapsed(), std::time::Duration::from_secs(5), "{uri}");
+    }
+}
+
+#[tokio::test]
+async fn an_event_body_over_the_limit_is_413_json() {
+    let (mut sender, body) = http_body_util::channel::Channel::<axum::body::Bytes, std::convert::Infallible>::new(2);
+    tokio::spawn(async move {
+        for _ in 0..2 {
+            let _ = sender.send_data(axum::body::Bytes::from(vec![b' '; 40 * 1024])).await;
+        }
+    });
+    let request = Request::post("/events/data-updated").body(Body::new(body)).unwrap();
+    let (status, body) = answer(request).await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::PAYLOAD_TOO_LARGE, json!({"detail": "Request body too large: the limit is 65536 bytes"}))
+    );
+}
+
+#[tokio::test]
+async fn a_user_id_that_is_not_utf8_is_a_422_like_fastapi_not_a_plain_400() {
+    // FastAPI (uvicorn) percent-decodes the path with invalid bytes replaced by U+FFFD, then the pattern fails.
+    let expected = json!({"detail": [{"type": "string_pattern_mismatch", "loc": ["path", "user_id"],
+        "msg": "String should match pattern '^[A-Za-z0-9._-]{1,64}$'", "input": "\u{fffd}",
+        "ctx": {"pattern": "^[A-Za-z0-9._-]{1,64}$"}}]});
+    for method in [Method::GET, Method::PUT] {
+        let request = Request::builder()
+            .method(method.clone())
+            .uri("/users/%ff/preferences")
+            .header("content-type", "application/json")
+            .body(Body::from("{}"))
+            .unwrap();
+        let response = app().oneshot(request).await.unwrap();
+        let status = response.status();
+        let body = to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{method}: {}", String::from_utf8_lossy(&body));
+        assert_eq!(serde_json::from_slice::<Value>(&body).unwrap(), expected, "{method}");
+    }
 }

@@ -4,18 +4,19 @@
 //! a missing body is `missing` at `["body"]`, undecodable JSON is `json_invalid` at `["body", <position>]`, a body
 //! that is not an object is `model_attributes_type`, and each bad field is reported at `["body", <field>, ...]`.
 //! [`JsonBody`] decodes the body that way and [`Fields`] checks an object field by field, collecting every issue.
+//! A body that cannot be read at all (too large, too slow, broken off) is rejected before any of this, see
+//! [`crate::request_body`].
 
 use axum::{
-    body::Bytes,
     extract::{FromRequest, Request},
     http::header::CONTENT_TYPE,
 };
 use serde_json::{Map, Value, json};
 
-use crate::validation::{ValidationErrorBody, ValidationIssue};
-
-/// Largest body accepted (the agents' bodies are a few hundred bytes).
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+use crate::{
+    request_body::{BodyBytes, BodyRejection},
+    validation::{ValidationErrorBody, ValidationIssue},
+};
 
 /// A request body decoded as JSON the way FastAPI does it (see the module docs).
 #[derive(Debug, Clone)]
@@ -40,29 +41,13 @@ fn reject(issue: ValidationIssue) -> ValidationErrorBody {
 }
 
 impl<S: Send + Sync> FromRequest<S> for JsonBody {
-    type Rejection = ValidationErrorBody;
+    type Rejection = BodyRejection;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let content_type = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let missing = || reject(issue("missing", vec![json!("body")], "Field required", Value::Null, None));
-        let bytes = Bytes::from_request(req, state).await.map_err(|_| {
-            reject(issue(
-                "too_long",
-                vec![json!("body")],
-                format!("Body should have at most {MAX_BODY_BYTES} bytes"),
-                Value::Null,
-                None,
-            ))
-        })?;
-        if bytes.len() > MAX_BODY_BYTES {
-            return Err(reject(issue(
-                "too_long",
-                vec![json!("body")],
-                format!("Body should have at most {MAX_BODY_BYTES} bytes"),
-                Value::Null,
-                None,
-            )));
-        }
+        let missing =
+            || BodyRejection::from(reject(issue("missing", vec![json!("body")], "Field required", Value::Null, None)));
+        let BodyBytes(bytes) = BodyBytes::from_request(req, state).await?;
         if bytes.is_empty() {
             return Err(missing());
         }
@@ -87,7 +72,8 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
                     "JSON decode error",
                     json!({}),
                     Some(json!({"error": message})),
-                )))
+                ))
+                .into())
             }
         }
     }
@@ -173,18 +159,32 @@ impl<'a> Fields<'a> {
     }
 
     /// An integer field within `min..=max`, as lenient as pydantic's lax mode (`"7"`, `7.0` and `true` pass).
+    ///
+    /// Numbers are judged as pydantic judges them: an integer too large for `i64` is still an integer, just out of
+    /// range (`less_than_equal`); a float with a fraction is `int_from_float`, a whole one beyond `i64` is
+    /// `int_parsing_size`. (An integer literal beyond `u64` reaches this code as a float, since serde_json keeps no
+    /// literal text, and is judged as one.)
     pub fn int(&mut self, name: &'static str, required: bool, min: i64, max: i64) -> Option<i64> {
         let value = self.get(name, required)?;
         let loc = vec![json!("body"), json!(name)];
         let parsed = match value {
             Value::Bool(b) => Ok(i64::from(*b)),
-            Value::Number(n) => match (n.as_i64(), n.as_f64()) {
-                (Some(i), _) => Ok(i),
-                (None, Some(f)) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(f as i64),
-                _ => Err(boxed(
+            Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+                (Some(i), _, _) => Ok(i),
+                // Above i64::MAX, so above any bound: the range check reports it.
+                (None, Some(_), _) => Ok(i64::MAX),
+                (None, None, Some(f)) if f.fract() != 0.0 || !f.is_finite() => Err(boxed(
                     "int_from_float",
                     loc.clone(),
                     "Input should be a valid integer, got a number with a fractional part",
+                    value.clone(),
+                    None,
+                )),
+                (None, None, Some(f)) if (i64::MIN as f64) < f && f < (i64::MAX as f64) => Ok(f as i64),
+                _ => Err(boxed(
+                    "int_parsing_size",
+                    loc.clone(),
+                    "Unable to parse input string as an integer, exceeded maximum size",
                     value.clone(),
                     None,
                 )),
@@ -320,10 +320,10 @@ mod tests {
         if let Some(ct) = content_type {
             req = req.header(CONTENT_TYPE, ct);
         }
-        JsonBody::from_request(req.body(Body::from(body)).unwrap(), &())
-            .await
-            .map(|b| b.0)
-            .map_err(|e| serde_json::to_value(e).unwrap())
+        JsonBody::from_request(req.body(Body::from(body)).unwrap(), &()).await.map(|b| b.0).map_err(|e| match e {
+            BodyRejection::Invalid(body) => serde_json::to_value(body).unwrap(),
+            other => panic!("not a validation error: {other:?}"),
+        })
     }
 
     // Expected bodies below were produced by FastAPI 0.115.0 / pydantic 2.14.4 for the same requests.
@@ -356,6 +356,27 @@ mod tests {
             "model_attributes_type",
             "a non-JSON content type leaves a string, which is not an object"
         );
+    }
+
+    // Expected codes as FastAPI 0.115.0 / pydantic 2.14.4 answer for `max_results: int = Field(ge=1, le=100)`.
+    #[test]
+    fn numbers_beyond_i64_are_judged_as_pydantic_does() {
+        for (raw, kind) in [
+            ("18446744073709551615", "less_than_equal"),
+            ("9223372036854775808", "less_than_equal"),
+            ("1e16", "less_than_equal"),
+            ("-1e16", "greater_than_equal"),
+            ("1e30", "int_parsing_size"),
+            ("9.3e18", "int_parsing_size"),
+            ("1.5", "int_from_float"),
+        ] {
+            let body: Value = serde_json::from_str(&format!(r#"{{"n": {raw}}}"#)).unwrap();
+            let mut fields = Fields::of(&body).unwrap();
+            assert_eq!(fields.int("n", true, 1, 100), None, "{raw}");
+            let issue = &fields.finish().unwrap_err().detail[0];
+            assert_eq!(issue.kind, kind, "{raw}");
+            assert_eq!(issue.input, body["n"], "{raw}");
+        }
     }
 
     #[test]

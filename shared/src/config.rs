@@ -37,18 +37,26 @@ pub struct ServerArgs {
     pub drain_timeout: Duration,
 
     /// How long a client may take to send the request line and headers before the connection is closed
-    /// (protects against slow-header clients holding connections open).
+    /// (protects against slow-header clients holding connections open); also how long a keep-alive connection
+    /// may stay idle (HTTP/2: no request in flight) before it is closed.
     #[arg(long, env = "HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
     pub header_read_timeout: Duration,
+
+    /// How long a client may take to send a request's whole body, counted from the end of its head; past it the
+    /// request is answered 408 and the connection closed. Keep it below DRAIN_TIMEOUT, so that a client that stops
+    /// sending cannot hold a shutdown to its deadline.
+    #[arg(long, env = "BODY_READ_TIMEOUT", default_value = "5s", value_parser = parse_positive_duration)]
+    pub body_read_timeout: Duration,
 
     /// Most requests served at once; beyond it requests are answered 503 with Retry-After at once instead of
     /// queueing (probes and /metrics are exempt so a busy agent is not restarted or blinded).
     #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_in_flight: u32,
 
-    /// Largest request body accepted, in bytes; a larger declared body is answered 413 without being read.
+    /// Largest request body accepted, in bytes; a larger body is answered 413 (a declared one without being read).
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 65536)]
     pub max_body_bytes: usize,
+
     /// Metrics and tracing export.
     #[command(flatten)]
     pub telemetry: crate::telemetry::TelemetryArgs,
@@ -65,6 +73,7 @@ impl ServerArgs {
             shutdown_delay: Duration::ZERO,
             drain_timeout: Duration::from_secs(5),
             header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(5),
             max_in_flight: 1024,
             max_body_bytes: 65536,
             telemetry: crate::telemetry::TelemetryArgs::default(),

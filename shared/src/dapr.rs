@@ -16,6 +16,7 @@ use axum::{
 };
 use clap::Args;
 use serde_json::Value;
+use subtle::{Choice, ConstantTimeEq};
 use tokio::time::Instant;
 use url::Url;
 
@@ -40,8 +41,9 @@ pub struct DaprArgs {
     pub dapr_api_token: Option<String>,
 
     /// Token every call to this agent must carry in `dapr-api-token` (the sidecar sends its APP_API_TOKEN);
-    /// /healthz, /readyz, /metrics and the docs stay open. Unset: calls are not checked.
-    #[arg(long, env = "APP_API_TOKEN", hide_env_values = true, value_parser = parse_token)]
+    /// /healthz, /readyz, /metrics and the docs stay open. Unset: calls are not checked. Set but empty is refused,
+    /// since it would turn the check off without saying so.
+    #[arg(long, env = "APP_API_TOKEN", hide_env_values = true, value_parser = parse_required_token)]
     pub app_api_token: Option<String>,
 
     /// Name of a secret in the Dapr secret store whose value is the app API token; read once at startup when Dapr
@@ -70,9 +72,9 @@ impl DaprArgs {
         self.dapr_api_token.as_deref().filter(|t| !t.is_empty())
     }
 
-    /// The app token from the environment, if one is set (an empty value counts as unset).
+    /// The app token from the environment, if one is set (an empty one is refused when parsed).
     pub fn app_api_token(&self) -> Option<&str> {
-        self.app_api_token.as_deref().filter(|t| !t.is_empty())
+        self.app_api_token.as_deref()
     }
 
     /// Startup work when the agent has a sidecar: wait for it (bounded), then read the app token from the secret
@@ -126,6 +128,15 @@ pub fn parse_token(raw: &str) -> Result<String, String> {
     } else {
         Err("must be visible ASCII characters (it is sent in an HTTP header)".to_owned())
     }
+}
+
+/// Like [`parse_token`], and not empty: for a token whose absence turns a check off, where an empty value set by
+/// mistake (`APP_API_TOKEN=`) must not silently do the same.
+pub fn parse_required_token(raw: &str) -> Result<String, String> {
+    if raw.is_empty() {
+        return Err("must not be empty; unset it to turn the check off".to_owned());
+    }
+    parse_token(raw)
 }
 
 /// Checks a Dapr component or topic name: what Dapr accepts in a URL path segment.
@@ -379,7 +390,7 @@ async fn check_app_token(token: &[u8], req: Request, next: Next) -> Response {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("APIKey"));
             response
         }
-        Some(given) if constant_time_eq(given.as_bytes(), token) => next.run(req).await,
+        Some(given) if tokens_match(given.as_bytes(), token) => next.run(req).await,
         Some(_) => {
             tracing::warn!(path, "call rejected: wrong dapr-api-token");
             crate::errors::json_error(StatusCode::FORBIDDEN, "Invalid API token").into_response()
@@ -387,9 +398,17 @@ async fn check_app_token(token: &[u8], req: Request, next: Next) -> Response {
     }
 }
 
-/// Compares without an early exit on the first differing byte, so timing does not reveal how much matched.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Compares a presented token with the expected one in time that depends on neither: no exit on the first differing
+/// byte, and none on a length mismatch either (subtle's slice comparison does return early on one). The expected
+/// token is walked in full whatever was presented, a shorter presented token padded with zeros, and the lengths are
+/// compared in constant time too.
+fn tokens_match(given: &[u8], expected: &[u8]) -> bool {
+    let same_length = (given.len() as u64).ct_eq(&(expected.len() as u64));
+    let same_bytes = expected
+        .iter()
+        .enumerate()
+        .fold(Choice::from(1), |acc, (i, byte)| acc & byte.ct_eq(given.get(i).unwrap_or(&0)));
+    bool::from(same_length & same_bytes)
 }
 
 #[cfg(test)]
@@ -402,7 +421,10 @@ mod tests {
         let router = Router::new().route("/data", get(|| async { "data" })).route("/healthz", get(|| async { "ok" }));
         crate::middleware::apply(
             require_app_token(router, token),
-            crate::limits::Limits { max_in_flight: 8, max_body_bytes: 1024 },
+            crate::limits::Limits {
+                max_in_flight: 8,
+                body: crate::request_body::BodyLimits { max_bytes: 1024, read_timeout: Duration::from_secs(5) },
+            },
         )
     }
 
@@ -431,9 +453,19 @@ mod tests {
 
     #[test]
     fn comparison_needs_equal_length_and_bytes() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"abcd"));
+        assert!(tokens_match(b"abc", b"abc"));
+        assert!(!tokens_match(b"abd", b"abc"));
+        assert!(!tokens_match(b"abcd", b"abc"), "a longer token that starts with the right one");
+        assert!(!tokens_match(b"ab", b"abc"), "a prefix");
+        assert!(!tokens_match(b"ab\0", b"ab"), "zero padding is not a match");
+        assert!(!tokens_match(b"", b"abc"));
+    }
+
+    #[test]
+    fn an_empty_app_token_is_refused_not_taken_as_unset() {
+        assert!(parse_required_token("").unwrap_err().contains("unset it"));
+        assert_eq!(parse_required_token("s3cret"), Ok("s3cret".to_owned()));
+        assert!(parse_required_token("two words").is_err());
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Admission limits every agent applies before a request reaches its handler: a bound on concurrent requests
-//! (load shedding) and a bound on the declared request body size.
+//! (load shedding) here, and the bounds on request bodies (see [`crate::request_body`]).
 //!
 //! Shedding answers at once: a request over the bound gets 503 with `Retry-After` instead of waiting in a queue,
 //! so under a burst the agent keeps answering quickly and callers (or the mesh) can go elsewhere. Probes and
@@ -10,15 +10,14 @@ use std::sync::Arc;
 
 use axum::{
     Router,
-    body::Body,
     extract::{MatchedPath, Request, State},
-    http::{HeaderValue, StatusCode, header::CONTENT_LENGTH, header::RETRY_AFTER},
+    http::{HeaderValue, StatusCode, header::RETRY_AFTER},
     middleware::{self, Next},
     response::Response,
 };
 use tokio::sync::Semaphore;
 
-use crate::{config::ServerArgs, errors::json_error};
+use crate::{config::ServerArgs, errors::json_error, request_body::BodyLimits};
 
 /// Routes exempt from shedding: the probes and the metrics scrape.
 pub const UNSHED_ROUTES: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
@@ -31,45 +30,33 @@ const SHED_RETRY_AFTER: HeaderValue = HeaderValue::from_static("1");
 pub struct Limits {
     /// Most requests handled at once (probes and metrics not counted).
     pub max_in_flight: u32,
-    /// Largest declared request body, in bytes.
-    pub max_body_bytes: usize,
+    /// The bounds on each request body.
+    pub body: BodyLimits,
 }
 
 impl From<&ServerArgs> for Limits {
     fn from(args: &ServerArgs) -> Self {
-        Self { max_in_flight: args.max_in_flight, max_body_bytes: args.max_body_bytes }
+        Self { max_in_flight: args.max_in_flight, body: BodyLimits::from(args) }
     }
 }
 
 #[derive(Debug)]
 struct Admission {
     in_flight: Semaphore,
-    max_body_bytes: usize,
 }
 
-/// Adds the limits to every route of `router` (call after the routes are added). All routes share one bound.
-pub fn apply(router: Router, limits: Limits) -> Router {
-    let admission = Arc::new(Admission {
-        in_flight: Semaphore::new(limits.max_in_flight as usize),
-        max_body_bytes: limits.max_body_bytes,
-    });
+/// Adds the bound on concurrent requests to every route of `router` (call after the routes are added). All routes
+/// share one bound.
+pub fn apply(router: Router, max_in_flight: u32) -> Router {
+    let admission = Arc::new(Admission { in_flight: Semaphore::new(max_in_flight as usize) });
     metrics::describe_counter!(
         "http_requests_shed_total",
         "Requests answered 503 at once because MAX_IN_FLIGHT were in flight"
     );
-    metrics::describe_counter!("http_requests_rejected_total", "Requests refused before their handler, by reason");
     router.layer(middleware::from_fn_with_state(admission, admit))
 }
 
 async fn admit(State(admission): State<Arc<Admission>>, req: Request, next: Next) -> Response {
-    let declared = req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > admission.max_body_bytes as u64) {
-        metrics::counter!("http_requests_rejected_total", "reason" => "body_too_large").increment(1);
-        return json_error(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large");
-    }
-    // A body without a declared length is capped as it is read, so no handler can be made to buffer more.
-    let req = req.map(|body| Body::new(http_body_util::Limited::new(body, admission.max_body_bytes)));
-
     let route = req.extensions().get::<MatchedPath>().map(MatchedPath::as_str);
     if route.is_some_and(|route| UNSHED_ROUTES.contains(&route)) {
         return next.run(req).await;
@@ -88,7 +75,7 @@ async fn admit(State(admission): State<Arc<Admission>>, req: Request, next: Next
 mod tests {
     use std::time::Duration;
 
-    use axum::{http::Request, routing::get};
+    use axum::{body::Body, http::Request, routing::get};
     use http_body_util::BodyExt;
     use tokio::sync::{Notify, mpsc};
     use tower::ServiceExt;
@@ -96,7 +83,7 @@ mod tests {
     use super::*;
 
     /// `/work` announces each request on `entered`, then holds it until `gate` is notified.
-    fn gated_app(limits: Limits, entered: mpsc::UnboundedSender<()>, gate: Arc<Notify>) -> Router {
+    fn gated_app(max_in_flight: u32, entered: mpsc::UnboundedSender<()>, gate: Arc<Notify>) -> Router {
         let app = Router::new()
             .route(
                 "/work",
@@ -110,7 +97,7 @@ mod tests {
                 }),
             )
             .route("/healthz", get(|| async { "ok" }));
-        apply(app, limits)
+        apply(app, max_in_flight)
     }
 
     async fn body_of(response: Response) -> String {
@@ -125,7 +112,7 @@ mod tests {
     async fn requests_beyond_the_bound_are_shed_at_once_but_probes_are_not() {
         let (entered_tx, mut entered) = mpsc::unbounded_channel();
         let gate = Arc::new(Notify::new());
-        let app = gated_app(Limits { max_in_flight: 1, max_body_bytes: 16 }, entered_tx, gate.clone());
+        let app = gated_app(1, entered_tx, gate.clone());
         let held = tokio::spawn(app.clone().oneshot(request("/work")));
         tokio::time::timeout(Duration::from_secs(5), entered.recv()).await.expect("the first request is handled");
 
@@ -143,25 +130,5 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), entered.recv()).await.expect("admitted after the slot freed");
         gate.notify_one();
         assert_eq!(next.await.unwrap().unwrap().status(), StatusCode::OK);
-    }
-
-    #[tokio::test]
-    async fn a_declared_body_over_the_limit_is_413_json() {
-        let app =
-            gated_app(Limits { max_in_flight: 4, max_body_bytes: 16 }, mpsc::unbounded_channel().0, Arc::default());
-        let request = Request::get("/healthz").header(CONTENT_LENGTH, "17").body(Body::from(vec![b'x'; 17])).unwrap();
-        let response = app.oneshot(request).await.unwrap();
-        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
-        assert_eq!(body_of(response).await, r#"{"detail":"Request body too large"}"#);
-    }
-
-    #[tokio::test]
-    async fn an_undeclared_body_is_capped_while_read() {
-        let echo = Router::new()
-            .route("/echo", axum::routing::post(|body: axum::body::Bytes| async move { body.len().to_string() }));
-        let app = apply(echo, Limits { max_in_flight: 4, max_body_bytes: 16 });
-        // No Content-Length header: only the cap on reading can stop it.
-        let response = app.oneshot(Request::post("/echo").body(Body::from(vec![b'x'; 40])).unwrap()).await.unwrap();
-        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
     }
 }

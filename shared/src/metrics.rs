@@ -5,6 +5,10 @@
 //! [`install`] runs (the request middleware checks [`enabled`] once per request), so in-process tests and a
 //! `METRICS_ENABLED=false` process pay next to nothing.
 //!
+//! A scrape is cheap whatever the scrapers do: the exposition is rendered at most once per [`RENDER_REUSE`] and
+//! shared by every scrape in that window (scrapes arriving during a render wait for it rather than start their
+//! own), so a flood of scrapes costs copies of one buffer instead of a render each.
+//!
 //! Labels are bounded by construction: the route is the matched route *template* (`/recommend`, never the raw
 //! path; anything no route matched is [`UNMATCHED_ROUTE`]), the method is one of the standard methods or `other`,
 //! and the status is a class (`2xx`, `4xx`, `5xx`, ...).
@@ -18,7 +22,7 @@ use std::{
 
 use axum::{
     Router,
-    body::Body,
+    body::{Body, Bytes},
     extract::{MatchedPath, Request},
     http::{HeaderValue, Method, StatusCode, header::CONTENT_TYPE},
     middleware::Next,
@@ -29,6 +33,8 @@ use clap::Args;
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
+
+use crate::{config::ServerArgs, server::ServeOptions};
 
 /// Requests served, by `route`, `method` and `status_class`.
 pub const HTTP_REQUESTS: &str = "http_server_requests_total";
@@ -53,6 +59,10 @@ pub const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// How often histogram samples are folded into their buckets when nobody scrapes (bounds memory between scrapes).
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
+/// How long a rendered exposition is served to further scrapes. Far below any scrape interval (Prometheus: 15 s by
+/// default), and it bounds rendering to once a second however many clients scrape.
+pub const RENDER_REUSE: Duration = Duration::from_secs(1);
+
 /// Metrics settings shared by both agents.
 #[derive(Debug, Clone, Args)]
 pub struct MetricsArgs {
@@ -61,8 +71,9 @@ pub struct MetricsArgs {
     #[arg(long, env = "METRICS_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
     pub metrics_enabled: bool,
 
-    /// Also serve GET /metrics on this port (same bind address), e.g. to keep scrapes off the service port.
-    /// /metrics stays available on PORT as well.
+    /// Also serve GET /metrics on this port (same bind address), e.g. to keep scrapes off the service port, with
+    /// the same header read and idle timeouts as PORT and at most 32 connections at once. /metrics stays available
+    /// on PORT as well.
     #[arg(long, env = "METRICS_PORT", value_parser = clap::value_parser!(u16).range(1..))]
     pub metrics_port: Option<u16>,
 }
@@ -76,6 +87,29 @@ impl Default for MetricsArgs {
 struct Installed {
     handle: PrometheusHandle,
     process: metrics_process::Collector,
+    exposition: Exposition,
+}
+
+/// The last rendered exposition and when it was rendered.
+#[derive(Debug, Default)]
+struct Exposition {
+    last: tokio::sync::Mutex<Option<(tokio::time::Instant, Bytes)>>,
+}
+
+impl Exposition {
+    /// The exposition rendered less than [`RENDER_REUSE`] ago, or a new one from `render`. The lock is held across
+    /// the render, so concurrent scrapes wait for it (asynchronously) and then share its result.
+    async fn get(&self, render: impl FnOnce() -> String) -> Bytes {
+        let mut last = self.last.lock().await;
+        if let Some((at, text)) = last.as_ref()
+            && at.elapsed() < RENDER_REUSE
+        {
+            return text.clone();
+        }
+        let text = Bytes::from(render());
+        *last = Some((tokio::time::Instant::now(), text.clone()));
+        text
+    }
 }
 
 static INSTALLED: OnceLock<Installed> = OnceLock::new();
@@ -111,7 +145,7 @@ pub fn install(agent: &'static str) -> &'static PrometheusHandle {
         describe_http();
         let process = metrics_process::Collector::default();
         process.describe();
-        Installed { handle, process }
+        Installed { handle, process, exposition: Exposition::default() }
     });
     metrics::gauge!(
         BUILD_INFO,
@@ -141,11 +175,19 @@ fn describe_http() {
     );
 }
 
-/// The current exposition, with process metrics refreshed; `None` when metrics are disabled.
-pub fn render() -> Option<String> {
+/// The exposition (at most [`RENDER_REUSE`] old), with process metrics refreshed when rendered; `None` when metrics
+/// are disabled.
+pub async fn render() -> Option<Bytes> {
     let installed = INSTALLED.get()?;
-    installed.process.collect();
-    Some(installed.handle.render())
+    Some(
+        installed
+            .exposition
+            .get(|| {
+                installed.process.collect();
+                installed.handle.render()
+            })
+            .await,
+    )
 }
 
 /// Prometheus metrics in the text exposition format (404 when the agent runs with METRICS_ENABLED=false).
@@ -156,7 +198,7 @@ pub fn render() -> Option<String> {
         (status = 404, description = "Metrics are disabled", body = crate::errors::ErrorBody),
     ))]
 pub async fn metrics_handler() -> Response {
-    match render() {
+    match render().await {
         Some(body) => ([(CONTENT_TYPE, HeaderValue::from_static(TEXT_FORMAT))], body).into_response(),
         None => crate::errors::json_error(StatusCode::NOT_FOUND, "Not Found"),
     }
@@ -167,22 +209,24 @@ pub fn routes() -> Router {
     Router::new().route("/metrics", get(metrics_handler))
 }
 
-/// Serves only `/metrics` on `listener` (the optional `METRICS_PORT`), until the process exits.
-pub fn spawn_listener(listener: TcpListener) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let app = routes().fallback(crate::errors::not_found);
-        if let Err(err) = axum::serve(listener, app).await {
-            tracing::error!(error = %err, "metrics listener failed");
-        }
-    })
+/// Most connections the metrics port serves at once: scrapers keep one each. Beyond, new connections are closed at
+/// once, so the metrics port can never hold the file descriptors the service port needs.
+pub const METRICS_PORT_MAX_CONNECTIONS: usize = 32;
+
+/// Serves only `/metrics` on `listener` (the optional `METRICS_PORT`) until the process exits, with the service
+/// port's connection settings (header read and idle timeouts) and at most [`METRICS_PORT_MAX_CONNECTIONS`].
+pub fn spawn_listener(listener: TcpListener, options: ServeOptions) -> tokio::task::JoinHandle<()> {
+    let app = routes().fallback(crate::errors::not_found);
+    crate::server::spawn_auxiliary(listener, app, options, METRICS_PORT_MAX_CONNECTIONS)
 }
 
 /// Binds the metrics listener when `METRICS_PORT` is set and metrics are on; returns where it listens.
-pub async fn bind_listener(args: &MetricsArgs, bind_addr: std::net::IpAddr) -> std::io::Result<Option<SocketAddr>> {
+pub async fn bind_listener(server: &ServerArgs) -> std::io::Result<Option<SocketAddr>> {
+    let args = &server.telemetry.metrics;
     let Some(port) = args.metrics_port.filter(|_| args.metrics_enabled) else { return Ok(None) };
-    let listener = TcpListener::bind(SocketAddr::new(bind_addr, port)).await?;
+    let listener = TcpListener::bind(SocketAddr::new(server.bind_addr, port)).await?;
     let addr = listener.local_addr()?;
-    spawn_listener(listener);
+    spawn_listener(listener, ServeOptions::from(server));
     Ok(Some(addr))
 }
 
@@ -295,7 +339,31 @@ pub async fn record_http(req: Request<Body>, next: Next) -> Response {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn scrapes_within_the_reuse_window_share_one_render() {
+        let exposition = Arc::new(Exposition::default());
+        let renders = Arc::new(AtomicUsize::new(0));
+        let render =
+            |renders: Arc<AtomicUsize>| move || format!("render {}", renders.fetch_add(1, Ordering::SeqCst) + 1);
+        let scrapes: Vec<_> = (0..64)
+            .map(|_| {
+                let (exposition, renders) = (exposition.clone(), renders.clone());
+                tokio::spawn(async move { exposition.get(render(renders)).await })
+            })
+            .collect();
+        for scrape in scrapes {
+            assert_eq!(scrape.await.unwrap(), "render 1");
+        }
+        tokio::time::advance(RENDER_REUSE - Duration::from_millis(1)).await;
+        assert_eq!(exposition.get(render(renders.clone())).await, "render 1");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(exposition.get(render(renders.clone())).await, "render 2", "rendered again after the window");
+        assert_eq!(renders.load(Ordering::SeqCst), 2);
+    }
 
     #[test]
     fn labels_are_bounded() {

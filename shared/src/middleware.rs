@@ -1,5 +1,5 @@
 //! The layers every agent router gets: request id, one tracing span per request, RED metrics, admission limits
-//! (see [`crate::limits`]), panic containment, `GET /metrics`, and FastAPI-shaped 404/405 fallbacks.
+//! (see [`crate::limits`] and [`crate::request_body`]), panic containment, `GET /metrics`, and FastAPI-shaped 404/405 fallbacks.
 
 use std::time::Duration;
 
@@ -21,6 +21,7 @@ use crate::{
     limits::{self, Limits},
     metrics,
     propagation::REQUEST_ID,
+    request_body::RequestBodyLayer,
     telemetry,
 };
 
@@ -51,7 +52,8 @@ pub fn apply(router: Router, limits: Limits) -> Router {
             errors::json_error(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
         }));
     // Admission limits inside the id and trace layers: a shed or refused request is still logged with its id.
-    limits::apply(router, limits)
+    limits::apply(router, limits.max_in_flight)
+        .layer(RequestBodyLayer::new(limits.body))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(axum::middleware::from_fn(observe))
         .layer(

@@ -130,6 +130,7 @@ pub fn init(server: &ServerArgs, agent: &'static str) -> Result<Telemetry, InitE
                         .with_writer(writer)
                         .with_ansi(ansi)
                         .event_format(logs::TextLines::new(fmt::format().with_ansi(ansi)))
+                        .fmt_fields(logs::TextFields)
                         .with_filter(log_filter),
                 )
                 .try_init()?

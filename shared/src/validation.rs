@@ -48,6 +48,37 @@ impl IntoResponse for ValidationErrorBody {
     }
 }
 
+/// The path parameters of the matched route, percent-decoded as uvicorn decodes the path: bytes that are not UTF-8
+/// become U+FFFD. axum's `Path` refuses such a path with a plain-text 400 before the handler runs; FastAPI hands the
+/// replaced text to the route, whose validation then answers 422. Never fails.
+#[derive(Debug, Clone, Default)]
+pub struct LossyPathParams(Vec<(String, String)>);
+
+impl LossyPathParams {
+    /// The value of parameter `name` (`{name}` in the route), if the route has one.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for LossyPathParams {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let Some(template) = parts.extensions.get::<axum::extract::MatchedPath>() else { return Ok(Self::default()) };
+        let params = template
+            .as_str()
+            .split('/')
+            .zip(parts.uri.path().split('/'))
+            .filter_map(|(segment, raw)| {
+                let name = segment.strip_prefix('{')?.strip_suffix('}')?;
+                Some((name.to_owned(), percent_encoding::percent_decode_str(raw).decode_utf8_lossy().into_owned()))
+            })
+            .collect();
+        Ok(Self(params))
+    }
+}
+
 /// The raw query string as name/value pairs, decoded once; typed getters report FastAPI-shaped issues.
 ///
 /// Unknown parameters are ignored and the last of repeated ones wins, as FastAPI does for scalar parameters.

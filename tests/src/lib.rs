@@ -8,10 +8,10 @@ use std::{
     future::Future,
     io::{BufRead, BufReader},
     net::SocketAddr,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, ChildStdout, Command, Stdio},
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
         mpsc,
     },
@@ -109,7 +109,12 @@ pub async fn spawn_data() -> RunningAgent {
 /// Serves a data agent with fault injection on a fresh loopback port; the returned handle counts the `GET /data`
 /// requests it saw.
 pub async fn spawn_faulty_data(faults: data::config::FaultArgs) -> (RunningAgent, Arc<data::Faults>) {
-    let config = data::Config { faults, ..data::Config::for_tests() };
+    spawn_counted_data(data::Config { faults, ..data::Config::for_tests() }).await
+}
+
+/// Serves a data agent with `config` on a fresh loopback port; the returned handle counts the `GET /data` requests
+/// it saw.
+pub async fn spawn_counted_data(config: data::Config) -> (RunningAgent, Arc<data::Faults>) {
     let state = data::AppState::new(&config);
     let seen = state.faults().clone();
     let health = state.health().clone();
@@ -166,6 +171,72 @@ impl Drop for StandIn {
     }
 }
 
+/// A TCP load balancer in front of agent replicas, as kube-proxy is in front of a Service's endpoints: each new
+/// connection goes to the next endpoint in the current set (round robin), and established connections stay with
+/// the endpoint they were sent to when it is removed from the set. Serves until dropped.
+pub struct Balancer {
+    /// Where clients connect.
+    pub addr: SocketAddr,
+    endpoints: Arc<Mutex<Vec<SocketAddr>>>,
+    task: JoinHandle<()>,
+}
+
+impl Balancer {
+    /// Balances over `endpoints` on a fresh loopback port.
+    pub async fn spawn(endpoints: &[SocketAddr]) -> Self {
+        let listener = bind(None).await;
+        let addr = listener.local_addr().expect("bound listener has an address");
+        let endpoints = Arc::new(Mutex::new(endpoints.to_vec()));
+        let current = endpoints.clone();
+        let task = tokio::spawn(async move {
+            let mut next = 0usize;
+            while let Ok((mut client, _)) = listener.accept().await {
+                let endpoint = {
+                    let current = current.lock().expect("endpoint list");
+                    next = next.wrapping_add(1);
+                    current.get(next % current.len().max(1)).copied()
+                };
+                tokio::spawn(async move {
+                    let Some(endpoint) = endpoint else { return };
+                    // A refused connect closes the client's connection, as an unreachable endpoint does.
+                    if let Ok(mut upstream) = tokio::net::TcpStream::connect(endpoint).await {
+                        let _ = upstream.set_nodelay(true);
+                        let _ = client.set_nodelay(true);
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                    }
+                });
+            }
+        });
+        Self { addr, endpoints, task }
+    }
+
+    /// `http://addr` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Base URL, for pointing an agent here.
+    pub fn base_url(&self) -> Url {
+        Url::parse(&self.url("/")).expect("loopback URL")
+    }
+
+    /// Takes `endpoint` out of the set (new connections no longer go there; established ones stay).
+    pub fn remove(&self, endpoint: SocketAddr) {
+        self.endpoints.lock().expect("endpoint list").retain(|e| *e != endpoint);
+    }
+
+    /// Adds `endpoint` to the set.
+    pub fn add(&self, endpoint: SocketAddr) {
+        self.endpoints.lock().expect("endpoint list").push(endpoint);
+    }
+}
+
+impl Drop for Balancer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// How a [`RawUpstream`] treats each connection it accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RawBehaviour {
@@ -173,6 +244,23 @@ pub enum RawBehaviour {
     Hang,
     /// Read the request head, send a 200 head promising a longer body than follows, then close the connection.
     CutBody,
+    /// Answer the first request with the data contract as a keep-alive HTTP/1.1 response (no `Connection: close`),
+    /// then close the connection a moment later, as a server whose keep-alive timer fires or which restarts does:
+    /// a client that reuses the connection meanwhile sees it closed before any answer.
+    AnswerOnceThenClose,
+}
+
+/// Reads up to the end of a request head; false if the connection ended first.
+async fn read_head(stream: &mut tokio::net::TcpStream) -> bool {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    true
 }
 
 /// An upstream speaking raw TCP, for failures an HTTP framework will not produce; counts accepted connections.
@@ -198,17 +286,24 @@ impl RawUpstream {
                     RawBehaviour::Hang => held.push(stream),
                     RawBehaviour::CutBody => {
                         tokio::spawn(async move {
-                            let mut head = Vec::new();
-                            let mut buf = [0u8; 1024];
-                            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                                match stream.read(&mut buf).await {
-                                    Ok(0) | Err(_) => return,
-                                    Ok(n) => head.extend_from_slice(&buf[..n]),
-                                }
+                            if read_head(&mut stream).await {
+                                let partial = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"processed";
+                                let _ = stream.write_all(partial.as_bytes()).await;
+                                let _ = stream.flush().await;
                             }
-                            let partial = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"processed";
-                            let _ = stream.write_all(partial.as_bytes()).await;
-                            let _ = stream.flush().await;
+                        });
+                    }
+                    RawBehaviour::AnswerOnceThenClose => {
+                        tokio::spawn(async move {
+                            if read_head(&mut stream).await {
+                                let body = r#"{"processed_data":"some_insights"}"#;
+                                let answer = format!(
+                                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                                    body.len()
+                                );
+                                let _ = stream.write_all(answer.as_bytes()).await;
+                                tokio::time::sleep(Duration::from_millis(1)).await;
+                            }
                         });
                     }
                 }
@@ -234,18 +329,82 @@ impl Drop for RawUpstream {
     }
 }
 
+/// Checks that `addr` closes, after about `header_read_timeout`, connections that send half a request head, nothing,
+/// or part of an HTTP/2 preface.
+pub async fn assert_slow_clients_cut(addr: SocketAddr, header_read_timeout: Duration) {
+    for (what, sent) in [
+        ("half a header", &b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow"[..]),
+        ("nothing", &b""[..]),
+        ("part of an HTTP/2 preface", &b"PRI * HTTP/2.0\r\n"[..]),
+    ] {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        stream.write_all(sent).await.expect("write");
+        let started = std::time::Instant::now();
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(3), stream.read_to_end(&mut rest)).await;
+        let elapsed = started.elapsed();
+        assert!(read.is_ok(), "{addr}: connection that sent {what} still open after 3 s");
+        assert!(
+            elapsed >= header_read_timeout.mul_f64(0.8) && elapsed < header_read_timeout * 5,
+            "{addr}: {what}: closed after {elapsed:?}"
+        );
+    }
+}
+
+/// An HTTP/2 connection (prior knowledge) to `addr`, driven in the background. The receiver yields when the
+/// connection has ended, i.e. when the server closed it.
+pub async fn h2_connection(
+    addr: SocketAddr,
+) -> (hyper::client::conn::http2::SendRequest<http_body_util::Empty<hyper::body::Bytes>>, oneshot::Receiver<()>) {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("HTTP/2 handshake");
+    let (ended_tx, ended) = oneshot::channel();
+    tokio::spawn(async move {
+        let _ = connection.await;
+        let _ = ended_tx.send(());
+    });
+    (sender, ended)
+}
+
+/// Sends `GET path` on an HTTP/2 connection made by [`h2_connection`] and reads the whole answer.
+pub async fn h2_get(
+    sender: &mut hyper::client::conn::http2::SendRequest<http_body_util::Empty<hyper::body::Bytes>>,
+    addr: SocketAddr,
+    path: &str,
+) -> Result<(hyper::StatusCode, hyper::body::Bytes), hyper::Error> {
+    use http_body_util::BodyExt;
+    let request =
+        hyper::Request::get(format!("http://{addr}{path}")).body(http_body_util::Empty::new()).expect("request");
+    let response = sender.send_request(request).await?;
+    let status = response.status();
+    Ok((status, response.into_body().collect().await?.to_bytes()))
+}
+
 /// A shared HTTP client for tests, with a bound on every call so a hang fails the test instead of stalling it.
 pub fn client() -> reqwest::Client {
     shared::http_client::builder().timeout(Duration::from_secs(10)).no_proxy().build().expect("client builds")
 }
 
-/// Path of a compiled workspace binary (built by `cargo test --workspace` or `cargo build`).
+/// Path of a compiled workspace binary: in `AGENT_BIN_DIR` when that is set (scripts/ci/hardening.sh points it at the
+/// release builds), else next to the test executable (built by `cargo test --workspace` or `cargo build`).
 pub fn binary(name: &str) -> PathBuf {
-    let mut dir = std::env::current_exe().expect("test executable path");
-    dir.pop(); // the test executable
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
+    let dir = match std::env::var_os("AGENT_BIN_DIR") {
+        // Relative to the workspace root, not to this crate's directory where cargo runs the tests.
+        Some(dir) => Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(dir),
+        None => {
+            let mut dir = std::env::current_exe().expect("test executable path");
+            dir.pop(); // the test executable
+            if dir.ends_with("deps") {
+                dir.pop();
+            }
+            dir
+        }
+    };
     let path = dir.join(name);
     assert!(
         path.exists(),
@@ -274,7 +433,18 @@ impl AgentProcess {
     /// Like [`AgentProcess::start`], waiting up to `bound` for the "listening" line (an agent with a sidecar
     /// waits for the sidecar first).
     pub fn start_within(binary: &str, envs: &[(&str, &str)], bound: Duration) -> Self {
-        let mut child = Command::new(self::binary(binary))
+        Self::launch(Command::new(self::binary(binary)), binary, envs, bound)
+    }
+
+    /// Like [`AgentProcess::start`], with at most `max_fds` open file descriptors (`ulimit -n`).
+    pub fn start_with_fd_limit(binary: &str, envs: &[(&str, &str)], max_fds: u32) -> Self {
+        let mut command = Command::new("sh");
+        command.args(["-c", &format!("ulimit -n {max_fds} && exec \"$0\""), &self::binary(binary).to_string_lossy()]);
+        Self::launch(command, binary, envs, Duration::from_secs(10))
+    }
+
+    fn launch(mut command: Command, binary: &str, envs: &[(&str, &str)], bound: Duration) -> Self {
+        let mut child = command
             .env_clear()
             .envs([("PORT", "0"), ("BIND_ADDR", "127.0.0.1"), ("LOG_FORMAT", "json")])
             .envs(envs.iter().copied())
@@ -287,12 +457,16 @@ impl AgentProcess {
             let line = lines
                 .recv_timeout(bound)
                 .unwrap_or_else(|_| panic!("{binary} did not print its listening line within {bound:?}"));
-            let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
-            if event["message"].as_str().is_some_and(|m| m.ends_with("listening")) {
-                break event["addr"].as_str().expect("addr field").parse().expect("socket address");
+            if let Some(addr) = listening_addr(&line) {
+                break addr;
             }
         };
         Self { child, addr, lines }
+    }
+
+    /// Process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Sends SIGTERM (via kill(1), keeping this crate free of unsafe code).
@@ -322,6 +496,22 @@ impl Drop for AgentProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The address in an agent's "listening" log line, JSON (`"addr":"…"`) or text (`addr=…`).
+fn listening_addr(line: &str) -> Option<SocketAddr> {
+    if let Ok(event) = serde_json::from_str::<serde_json::Value>(line) {
+        return event["message"]
+            .as_str()
+            .filter(|m| m.ends_with("listening"))
+            .and(event["addr"].as_str())?
+            .parse()
+            .ok();
+    }
+    line.contains("listening")
+        .then(|| line.split_whitespace().find_map(|field| field.strip_prefix("addr=")))??
+        .parse()
+        .ok()
 }
 
 fn read_lines(stdout: ChildStdout) -> mpsc::Receiver<String> {

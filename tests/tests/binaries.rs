@@ -42,6 +42,7 @@ fn a_bad_setting_exits_2_with_one_line_naming_it() {
         ("data", "FAULT_STATUS", "200"),
         ("data", "FAULT_BODY", "mangled"),
         ("recommendation", "MAX_BODY_BYTES", "-1"),
+        ("data", "BODY_READ_TIMEOUT", "0s"),
         ("recommendation", "DATA_RETRIES", "many"),
         ("recommendation", "DATA_RETRY_STATUSES", "503,200"),
         ("recommendation", "DATA_RETRY_BACKOFF_MAX", "1ms"),
@@ -49,15 +50,49 @@ fn a_bad_setting_exits_2_with_one_line_naming_it() {
         ("recommendation", "REQUEST_DEADLINE", "0s"),
         ("recommendation", "STALE_CACHE_TTL", "a while"),
         ("recommendation", "STATE_TTL", "1500ms"),
+        ("recommendation", "STATE_MEMORY_MAX_ENTRIES", "0"),
         ("recommendation", "STATE_STORE", "state/../x"),
         ("data", "PUBSUB_TOPIC", ""),
         ("data", "DAPR_API_TOKEN", "two words"),
+        ("recommendation", "DATA_API_TOKEN", ""),
     ] {
         let output = Command::new(binary(bin)).env_clear().env(env, value).output().unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{bin} {env}={value}: {stderr}");
         assert_eq!(stderr.trim_end().lines().count(), 1, "{bin} {env}={value}: not one line: {stderr}");
         assert!(stderr.contains(env), "{bin} {env}={value}: line does not name the setting: {stderr}");
+    }
+}
+
+#[test]
+fn an_empty_app_api_token_is_refused_at_startup_instead_of_turning_the_check_off() {
+    for bin in ["data", "recommendation"] {
+        let mut child = Command::new(binary(bin))
+            .env_clear()
+            .envs([("PORT", "0"), ("BIND_ADDR", "127.0.0.1"), ("APP_API_TOKEN", "")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(10)); // polling a child's exit, bounded
+        };
+        let Some(status) = status else {
+            let _ = child.kill();
+            panic!("{bin} started with APP_API_TOKEN set to nothing, i.e. with the token check off");
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        assert_eq!(status.code(), Some(2), "{bin}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{bin}: not one line: {stderr}");
+        assert!(stderr.contains("--app-api-token") && stderr.contains("APP_API_TOKEN"), "{bin}: {stderr}");
     }
 }
 
@@ -71,6 +106,7 @@ fn help_documents_every_setting_with_its_environment_variable() {
         "SHUTDOWN_DELAY",
         "DRAIN_TIMEOUT",
         "HEADER_READ_TIMEOUT",
+        "BODY_READ_TIMEOUT",
         "MAX_IN_FLIGHT",
         "MAX_BODY_BYTES",
     ];
@@ -95,9 +131,11 @@ fn help_documents_every_setting_with_its_environment_variable() {
         "STATE_STORE",
         "STATE_TTL",
         "STATE_WRITE_RETRIES",
+        "STATE_MEMORY_MAX_ENTRIES",
         "PUBSUB_NAME",
         "PUBSUB_TOPIC",
         "DATA_CACHE_TTL",
+        "DATA_API_TOKEN",
     ];
     for (bin, specific) in [("data", &data_only[..]), ("recommendation", &reco_only[..])] {
         let output = Command::new(binary(bin)).arg("--help").output().unwrap();

@@ -297,6 +297,31 @@ async fn during_the_shutdown_delay_new_requests_are_still_served() {
 }
 
 #[tokio::test]
+async fn in_direct_mode_a_data_agent_with_an_app_token_is_called_with_data_api_token() {
+    let mut data_config = data::Config::for_tests();
+    data_config.dapr.app_api_token = Some("data-secret".to_owned());
+    let data = spawn_data_on(bind(None).await, data_config).await;
+
+    let mut config = direct_to(data.base_url());
+    config.data.data_api_token = Some("data-secret".to_owned());
+    let reco = spawn_recommendation(config).await;
+    let response = client().get(reco.url("/recommend")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.text().await.unwrap(), CONTRACT);
+
+    // Without the token data refuses: a 502 whose outcome names the refusal, not an "invalid response" mystery.
+    let reco = spawn_recommendation(direct_to(data.base_url())).await;
+    let response = client().get(reco.url("/recommend")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({"detail": "The data agent refused the call: this agent is not allowed to call it."})
+    );
+    let ready: Value = client().get(reco.url("/readyz")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(ready["checks"]["data"]["last_outcome"], "refused");
+}
+
+#[tokio::test]
 async fn data_redirecting_is_a_bad_answer_not_followed() {
     let redirecting = Router::new()
         .route("/data", get(|| async { axum::response::Redirect::temporary("/moved") }))

@@ -211,6 +211,93 @@ async fn a_connection_cut_mid_body_is_502_without_retry() {
     assert_eq!(upstream.accepted(), 1);
 }
 
+/// Counts the answers to `n` sequential `GET url` by status.
+async fn tally(url: &str, n: usize) -> std::collections::BTreeMap<u16, usize> {
+    let http = client();
+    let mut statuses = std::collections::BTreeMap::new();
+    for _ in 0..n {
+        *statuses.entry(get_with(&http, url).await.status.as_u16()).or_insert(0) += 1;
+    }
+    statuses
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_closing_each_connection_after_answering_costs_no_request() {
+    let upstream = RawUpstream::spawn(RawBehaviour::AnswerOnceThenClose).await;
+    let reco = spawn_recommendation(Config::for_tests(upstream.base_url())).await;
+
+    let statuses = tally(&reco.url("/recommend"), 2000).await;
+
+    assert_eq!(statuses, [(200, 2000)].into(), "a request on a connection closed under it is sent again");
+    let ready = get(&reco.url("/readyz")).await.json();
+    assert_eq!(ready["checks"]["data"]["circuit"]["state"], "closed");
+}
+
+/// A rolling restart of data as Kubernetes does it, under load: two replicas behind a balancer, one taken out of
+/// the endpoints and stopped while eight clients keep calling `/recommend`, then a replacement added. Not one request
+/// may fail, and the breaker must not count a failure: without a shutdown delay (the default) the data agent closes
+/// idle pooled connections at once, and a call already sent on one must go out again, to the replica that stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_of_data_under_load_fails_no_request_and_keeps_the_breaker_closed() {
+    for shutdown_delay in [Duration::ZERO, ms(300)] {
+        let mut data_config = data::Config::for_tests();
+        data_config.server.shutdown_delay = shutdown_delay;
+        let (mut leaving, leaving_seen) = agent_tests::spawn_counted_data(data_config.clone()).await;
+        let (staying, staying_seen) = agent_tests::spawn_counted_data(data_config.clone()).await;
+        let balancer = agent_tests::Balancer::spawn(&[leaving.addr, staying.addr]).await;
+        let mut config = Config::for_tests(balancer.base_url());
+        // A single failure counted against data would open it.
+        config.data.data_breaker_threshold = 1;
+        let reco = spawn_recommendation(config).await;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let load: Vec<_> = (0..8)
+            .map(|_| {
+                let (url, stop) = (reco.url("/recommend"), stop.clone());
+                tokio::spawn(async move {
+                    let http = client();
+                    let mut statuses = std::collections::BTreeMap::new();
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        *statuses.entry(get_with(&http, &url).await.status.as_u16()).or_insert(0) += 1;
+                    }
+                    statuses
+                })
+            })
+            .collect();
+        let wait_for = |what: &str, seen: &data::Faults, n: u64| {
+            assert!(seen.requests_seen() >= n, "{what}: only {} data calls", seen.requests_seen());
+        };
+        let started = Instant::now();
+        while leaving_seen.requests_seen() < 200 && started.elapsed() < Duration::from_secs(10) {
+            tokio::time::sleep(ms(5)).await;
+        }
+        wait_for("before the restart", &leaving_seen, 200);
+
+        balancer.remove(leaving.addr);
+        leaving.begin_shutdown();
+        assert_eq!(leaving.finished().await, shared::server::DrainOutcome::Complete);
+        let (replacement, _) = agent_tests::spawn_counted_data(data_config).await;
+        balancer.add(replacement.addr);
+        let handed_over = staying_seen.requests_seen();
+        let started = Instant::now();
+        while staying_seen.requests_seen() < handed_over + 200 && started.elapsed() < Duration::from_secs(10) {
+            tokio::time::sleep(ms(5)).await;
+        }
+        wait_for("after the restart", &staying_seen, handed_over + 200);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+
+        let mut statuses = std::collections::BTreeMap::new();
+        for client in load {
+            for (status, n) in client.await.unwrap() {
+                *statuses.entry(status).or_insert(0) += n;
+            }
+        }
+        eprintln!("rolling restart of data under load, SHUTDOWN_DELAY={shutdown_delay:?}: {statuses:?}");
+        assert_eq!(statuses.keys().copied().collect::<Vec<_>>(), vec![200], "delay {shutdown_delay:?}: {statuses:?}");
+        let circuit = get(&reco.url("/readyz")).await.json()["checks"]["data"]["circuit"].clone();
+        assert_eq!(circuit, json!({"state": "closed", "consecutive_failures": 0}), "delay {shutdown_delay:?}");
+    }
+}
+
 #[tokio::test]
 async fn always_503_opens_the_breaker_which_answers_fast_then_half_opens_and_closes_on_success() {
     // Data fails its first 4 requests, then recovers.
@@ -335,10 +422,132 @@ async fn a_declared_body_over_max_body_bytes_is_413_json_on_both_agents() {
     for url in [data.url("/data"), reco.url("/recommend")] {
         let response = client().get(&url).body(vec![b'x'; 1025]).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE, "{url}");
-        assert_eq!(response.json::<Value>().await.unwrap(), json!({"detail": "Request body too large"}));
+        assert_eq!(
+            response.json::<Value>().await.unwrap(),
+            json!({"detail": "Request body too large: the limit is 1024 bytes"})
+        );
         let fits = client().get(&url).body(vec![b'x'; 1024]).send().await.unwrap();
         assert_eq!(fits.status(), StatusCode::OK, "{url}: a body within the limit is fine");
     }
+}
+
+/// Sends a request head declaring a 1000-byte body, then 18 bytes of it, then nothing; returns the connection.
+async fn stalled_put(addr: std::net::SocketAddr, path: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let head =
+        format!("PUT {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(br#"{"processed_data":"#).await.unwrap();
+    stream
+}
+
+/// Reads what the server answers on `stream` until it closes the connection (bounded).
+async fn answer_on(mut stream: TcpStream) -> String {
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer))
+        .await
+        .expect("the connection is closed after the answer")
+        .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_bodies_hold_their_slots_only_until_the_body_read_timeout() {
+    let mut config = data::Config::for_tests();
+    config.server.max_in_flight = 8;
+    config.server.body_read_timeout = ms(500);
+    let (data, seen) = agent_tests::spawn_counted_data(config).await;
+    let mut stalled = Vec::new();
+    for _ in 0..8 {
+        stalled.push(stalled_put(data.addr, "/data").await);
+    }
+    let started = Instant::now();
+    wait_until_shed(&data.url("/data"), ms(400)).await;
+    for stream in stalled {
+        let answer = answer_on(stream).await;
+        assert!(answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{answer}");
+        assert!(answer.ends_with(r#"{"detail":"Request body not received within 500ms"}"#), "{answer}");
+    }
+    assert!(started.elapsed() < ms(1500), "released after {:?}", started.elapsed());
+    let served = get(&data.url("/data")).await;
+    assert_eq!(served.status, StatusCode::OK, "slots are free again: {}", served.body);
+    assert!(seen.requests_seen() >= 1);
+}
+
+/// Polls `url` until it is shed (every slot taken), for at most `bound`.
+async fn wait_until_shed(url: &str, bound: Duration) {
+    let started = Instant::now();
+    while get(url).await.status != StatusCode::SERVICE_UNAVAILABLE {
+        assert!(started.elapsed() < bound, "{url} was never shed: the stalled uploads do not hold their slots");
+    }
+}
+
+#[tokio::test]
+async fn a_stalled_upload_does_not_hold_the_drain_to_its_deadline() {
+    let mut config = data::Config::for_tests();
+    config.server.max_in_flight = 1;
+    config.server.body_read_timeout = ms(300);
+    config.server.drain_timeout = Duration::from_secs(5);
+    let (mut data, _) = agent_tests::spawn_counted_data(config).await;
+    let answered = tokio::spawn(answer_on(stalled_put(data.addr, "/data").await));
+    wait_until_shed(&data.url("/data"), ms(250)).await;
+
+    let started = Instant::now();
+    data.begin_shutdown();
+    assert_eq!(data.finished().await, shared::server::DrainOutcome::Complete);
+    assert!(started.elapsed() < Duration::from_secs(2), "drain took {:?}", started.elapsed());
+    assert!(answered.await.unwrap().starts_with("HTTP/1.1 408"));
+}
+
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed_after_the_header_read_timeout_as_http1_is() {
+    let mut config = data::Config::for_tests();
+    config.server.header_read_timeout = ms(300);
+    let data = agent_tests::spawn_data_on(bind(None).await, config).await;
+    let (mut sender, closed) = agent_tests::h2_connection(data.addr).await;
+    let (status, _) = agent_tests::h2_get(&mut sender, data.addr, "/data").await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    let idle = Instant::now();
+    tokio::time::timeout(Duration::from_secs(3), closed)
+        .await
+        .expect("idle HTTP/2 connection still open after 3 s")
+        .ok();
+    let after = idle.elapsed();
+    assert!(after >= ms(250) && after < ms(1500), "closed after {after:?} idle");
+}
+
+/// Sends `request` on a fresh connection and reads until the server closes it.
+async fn raw_exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    answer_on(stream).await
+}
+
+#[tokio::test]
+async fn requests_hyper_refuses_to_parse_get_fastapi_shaped_json_too() {
+    let data = spawn_data().await;
+    let too_many_headers: String = (0..200).map(|n| format!("X-{n}: y\r\n")).collect();
+    for (request, status, detail) in [
+        ("GARBAGE\r\n\r\n".to_owned(), "400 Bad Request", "Bad Request"),
+        (format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(70_000)), "414 URI Too Long", "URI Too Long"),
+        (
+            format!("GET /data HTTP/1.1\r\nHost: x\r\n{too_many_headers}\r\n"),
+            "431 Request Header Fields Too Large",
+            "Request Header Fields Too Large",
+        ),
+    ] {
+        let answer = raw_exchange(data.addr, request.as_bytes()).await;
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no head: {answer:?}"));
+        assert!(head.starts_with(&format!("HTTP/1.1 {status}\r\n")), "{answer}");
+        let head = head.to_ascii_lowercase();
+        let lines: Vec<_> = head.lines().collect();
+        assert!(lines.contains(&"content-type: application/json"), "{answer}");
+        assert!(lines.contains(&format!("content-length: {}", body.len()).as_str()), "{answer}");
+        assert_eq!(serde_json::from_str::<Value>(body).unwrap(), json!({ "detail": detail }), "{answer}");
+    }
+    // An ordinary exchange on the same kind of connection is untouched.
+    let ok = raw_exchange(data.addr, b"GET /data HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    assert!(ok.starts_with("HTTP/1.1 200 OK\r\n") && ok.ends_with(r#"{"processed_data":"some_insights"}"#), "{ok}");
 }
 
 #[tokio::test]
@@ -351,20 +560,7 @@ async fn slow_or_silent_clients_are_disconnected_after_the_header_read_timeout()
     let reco = spawn_recommendation(reco_config).await;
 
     for addr in [data.addr, reco.addr] {
-        for (what, sent) in [
-            ("half a header", &b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow"[..]),
-            ("nothing", &b""[..]),
-            ("part of an HTTP/2 preface", &b"PRI * HTTP/2.0\r\n"[..]),
-        ] {
-            let mut stream = TcpStream::connect(addr).await.unwrap();
-            stream.write_all(sent).await.unwrap();
-            let started = Instant::now();
-            let mut rest = Vec::new();
-            let read = tokio::time::timeout(Duration::from_secs(3), stream.read_to_end(&mut rest)).await;
-            let elapsed = started.elapsed();
-            assert!(read.is_ok(), "{addr}: connection that sent {what} still open after 3 s");
-            assert!(elapsed >= ms(250) && elapsed < ms(1500), "{addr}: {what}: closed after {elapsed:?}");
-        }
+        agent_tests::assert_slow_clients_cut(addr, ms(300)).await;
     }
 }
 

@@ -114,6 +114,32 @@ async fn metrics_can_have_their_own_port_or_be_switched_off() {
     assert_eq!(scraped.text().await.unwrap(), r#"{"detail":"Not Found"}"#);
 }
 
+#[tokio::test]
+async fn the_metrics_port_closes_slow_and_silent_clients_as_the_service_port_does() {
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let data = AgentProcess::start("data", &[("METRICS_PORT", &port.to_string()), ("HEADER_READ_TIMEOUT", "300ms")]);
+    let metrics_addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    agent_tests::assert_slow_clients_cut(metrics_addr, std::time::Duration::from_millis(300)).await;
+    agent_tests::assert_slow_clients_cut(data.addr, std::time::Duration::from_millis(300)).await;
+
+    // A flood of connections to the metrics port: beyond its bound they are closed at once, so they cannot take the
+    // process's file descriptors; the service port is not affected.
+    let mut silent = Vec::new();
+    for _ in 0..shared::metrics::METRICS_PORT_MAX_CONNECTIONS {
+        silent.push(tokio::net::TcpStream::connect(metrics_addr).await.unwrap());
+    }
+    let mut one_more = tokio::net::TcpStream::connect(metrics_addr).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut one_more, &mut rest).await.unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_millis(200), "closed after {:?}", started.elapsed());
+    assert_eq!(client().get(format!("http://{}/data", data.addr)).send().await.unwrap().status(), 200);
+    drop(silent);
+}
+
 #[test]
 fn telemetry_settings_are_documented_and_bad_values_exit_2_naming_them() {
     let settings = [

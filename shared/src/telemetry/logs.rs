@@ -9,7 +9,10 @@
 //! `{"timestamp":"…","level":"INFO","message":"request completed","status":200,"latency_ms":0.4,`
 //! `"target":"shared::middleware","trace_id":"…","span_id":"…","request_id":"…",`
 //! `"span":{"name":"request","method":"GET","route":"/data"}}`.
-//! Text lines are tracing's usual format with ` trace_id=… span_id=… request_id=…` appended.
+//! Text lines are tracing's usual format with ` trace_id=… span_id=… request_id=…` appended, and their fields
+//! written logfmt-style by [`TextFields`]: a value that is not a plain token is quoted and escaped, so a value taken
+//! from a request (a request id, an error naming what the client sent) can neither pass for more fields nor start a
+//! new line.
 
 use std::fmt::{self, Write as _};
 
@@ -251,6 +254,113 @@ impl<W: fmt::Write> fmt::Write for JsonEscape<'_, W> {
     }
 }
 
+/// Fields of text lines as `name=value`, separated by spaces, the message first and bare; every other value that is
+/// not a plain token (letters, digits, `-._:/@+%`) is written in double quotes with `"`, `\\` and control
+/// characters escaped.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TextFields;
+
+impl<'w> FormatFields<'w> for TextFields {
+    fn format_fields<R: RecordFields>(&self, mut writer: Writer<'w>, fields: R) -> fmt::Result {
+        let mut visitor = TextVisitor { w: &mut writer, first: true, result: Ok(()) };
+        fields.record(&mut visitor);
+        visitor.result
+    }
+}
+
+struct TextVisitor<'a, 'w> {
+    w: &'a mut Writer<'w>,
+    first: bool,
+    result: fmt::Result,
+}
+
+impl TextVisitor<'_, '_> {
+    fn pair(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
+        if self.result.is_err() {
+            return;
+        }
+        self.result = (|| {
+            if !std::mem::take(&mut self.first) {
+                self.w.write_char(' ')?;
+            }
+            if field.name() != "message" {
+                write!(self.w, "{}=", field.name())?;
+            }
+            value(self.w)
+        })();
+    }
+
+    fn text(&mut self, field: &Field, value: &str) {
+        let message = field.name() == "message";
+        self.pair(field, |w| if message { write_escaped(w, value) } else { write_logfmt_value(w, value) });
+    }
+}
+
+impl Visit for TextVisitor<'_, '_> {
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.pair(field, |w| write!(w, "{value}"));
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.pair(field, |w| write!(w, "{value}"));
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.pair(field, |w| write!(w, "{value}"));
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.pair(field, |w| write!(w, "{value}"));
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.text(field, value);
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.text(field, &value.to_string());
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.text(field, &format!("{value:?}"));
+    }
+}
+
+/// Writes `value` bare when it is a plain token, else quoted and escaped (see [`TextFields`]).
+fn write_logfmt_value(w: &mut impl fmt::Write, value: &str) -> fmt::Result {
+    let plain = !value.is_empty()
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b':' | b'/' | b'@' | b'+' | b'%'));
+    if plain {
+        return w.write_str(value);
+    }
+    w.write_char('"')?;
+    for c in value.chars() {
+        match c {
+            '"' => w.write_str("\\\"")?,
+            '\\' => w.write_str("\\\\")?,
+            c => write_escaped_char(w, c)?,
+        }
+    }
+    w.write_char('"')
+}
+
+/// Writes `text` with control characters escaped, so that it stays on its line.
+fn write_escaped(w: &mut impl fmt::Write, text: &str) -> fmt::Result {
+    text.chars().try_for_each(|c| write_escaped_char(w, c))
+}
+
+fn write_escaped_char(w: &mut impl fmt::Write, c: char) -> fmt::Result {
+    match c {
+        '\n' => w.write_str("\\n"),
+        '\r' => w.write_str("\\r"),
+        '\t' => w.write_str("\\t"),
+        c if c.is_control() => write!(w, "\\u{{{:04x}}}", u32::from(c)),
+        c => w.write_char(c),
+    }
+}
+
 /// tracing's human-readable format with the correlation ids appended to each line.
 #[derive(Debug)]
 pub struct TextLines<F> {
@@ -277,7 +387,8 @@ where
         if let Some(scope) = ctx.event_scope() {
             for span in scope {
                 if let Some(ids) = span.extensions().get::<LogIds>() {
-                    write!(w, " trace_id={} span_id={} request_id={}", ids.trace_id, ids.span_id, ids.request_id)?;
+                    write!(w, " trace_id={} span_id={} request_id=", ids.trace_id, ids.span_id)?;
+                    write_logfmt_value(&mut w, &ids.request_id)?;
                     break;
                 }
             }
@@ -294,6 +405,68 @@ mod tests {
         let mut out = String::new();
         write_json_str(&mut out, s).unwrap();
         out
+    }
+
+    /// Collects what a subscriber writes.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn text_lines_quote_values_so_a_header_cannot_forge_fields() {
+        use tracing_subscriber::{fmt, layer::SubscriberExt};
+        let captured = Captured::default();
+        let sink = captured.clone();
+        let subscriber = tracing_subscriber::registry().with(
+            fmt::layer()
+                .with_writer(move || sink.clone())
+                .with_ansi(false)
+                .event_format(TextLines::new(fmt::format().with_ansi(false)))
+                .fmt_fields(TextFields),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::error_span!("request", method = "GET", route = "/data");
+            attach(
+                &span,
+                LogIds {
+                    trace_id: TraceId::from_bytes([1; 16]),
+                    span_id: SpanId::from_bytes([2; 8]),
+                    request_id: "abc status=200 trace_id=forged".to_owned(),
+                },
+            );
+            let _entered = span.enter();
+            let from_client = "x\" outcome=ok \nforged=line";
+            tracing::warn!(status = 502, user = "alice", event_id = from_client, error = %from_client, "data call failed");
+        });
+        let line = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(line.lines().count(), 1, "one line per event: {line}");
+        assert!(line.contains(r#"request_id="abc status=200 trace_id=forged""#), "{line}");
+        assert!(line.contains(r#"event_id="x\" outcome=ok \nforged=line""#), "{line}");
+        assert!(line.contains(r#"error="x\" outcome=ok \nforged=line""#), "{line}");
+        assert!(line.contains("status=502 user=alice"), "plain tokens stay unquoted: {line}");
+        // Outside quoted values, exactly one trace_id field, the real one.
+        let (mut outside, mut quoted, mut escaped) = (String::new(), false, false);
+        for c in line.chars() {
+            match (quoted, escaped, c) {
+                (true, false, '\\') => escaped = true,
+                (true, true, _) => escaped = false,
+                (_, _, '"') => quoted = !quoted,
+                (false, _, c) => outside.push(c),
+                _ => {}
+            }
+        }
+        let fields: Vec<_> = outside.split_whitespace().filter(|w| w.starts_with("trace_id=")).collect();
+        assert_eq!(fields, [format!("trace_id={}", TraceId::from_bytes([1; 16]))], "{line}");
     }
 
     #[test]
