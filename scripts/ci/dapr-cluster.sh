@@ -25,7 +25,7 @@
 #     stays off Dapr's port, Dapr's mTLS identifies the caller); PUT /data through Dapr refused, GET allowed;
 #     rolling restart of data under load with both sidecars, failed requests reported
 #
-# Another cluster needs the agents' images (agent-mesh/*:0.1.0), Redis (redis:7.4.2-alpine), the probe image
+# Another cluster needs the agents' images (agent-mesh/*:0.1.0), Redis (the image k8s/dapr/redis.yaml names), the probe image
 # (CLUSTER_PROBE_IMAGE, Fortio: scripts/cluster/images/fortio) and no namespace `agents`.
 #
 # Environment: KUBECONFIG, CLUSTER_KUBECTL, CLUSTER_PROBE_IMAGE, DAPR_LOAD_SECONDS (each latency window and the
