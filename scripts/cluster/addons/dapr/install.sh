@@ -46,9 +46,13 @@ log "helm upgrade --install dapr (chart $version from the module, -f deploy/dapr
   -f "$root/deploy/dapr/helm-values.yaml" "${sets[@]}" --wait --timeout 300s >&2
 "$KUBECTL" -n dapr-system wait --for=condition=Ready pod --all --timeout=120s >&2
 
-# The injector must answer: a server-side dry run of an annotated pod comes back with the daprd container.
+# The injector must answer: a server-side dry run of an annotated pod comes back with the daprd container. The
+# injector patches only pods that controllers create (its list of allowed service accounts: the ReplicaSet
+# controller and the like) or members of system:masters; this cluster's admin is neither (kubeadm's admin.conf is
+# in kubeadm:cluster-admins), so the probe pod is created as the ReplicaSet controller would create it.
 deadline=$((SECONDS + 60))
 until "$KUBECTL" -n default run dapr-injector-probe --image="$image" --restart=Never --dry-run=server -o json \
+  --as=system:serviceaccount:kube-system:replicaset-controller \
   --annotations=dapr.io/enabled=true --annotations=dapr.io/app-id=probe -- /daprd --version 2>/dev/null \
   | grep -q '"name": "daprd"'; do
   [ "$SECONDS" -lt "$deadline" ] || { log "the sidecar injector did not inject daprd within 60 s"; exit 1; }
