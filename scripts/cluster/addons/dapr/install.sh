@@ -51,10 +51,14 @@ log "helm upgrade --install dapr (chart $version from the module, -f deploy/dapr
 # controller and the like) or members of system:masters; this cluster's admin is neither (kubeadm's admin.conf is
 # in kubeadm:cluster-admins), so the probe pod is created as the ReplicaSet controller would create it.
 deadline=$((SECONDS + 60))
-until "$KUBECTL" -n default run dapr-injector-probe --image="$image" --restart=Never --dry-run=server -o json \
-  --as=system:serviceaccount:kube-system:replicaset-controller \
-  --annotations=dapr.io/enabled=true --annotations=dapr.io/app-id=probe -- /daprd --version 2>/dev/null \
-  | grep -q '"name": "daprd"'; do
+injected() {   # the dry run's pod, read whole (grep -q on a pipe fails under pipefail when it stops reading early)
+  local pod
+  pod=$("$KUBECTL" -n default run dapr-injector-probe --image="$image" --restart=Never --dry-run=server -o json \
+    --as=system:serviceaccount:kube-system:replicaset-controller \
+    --annotations=dapr.io/enabled=true --annotations=dapr.io/app-id=probe -- /daprd --version 2>/dev/null) || return 1
+  grep -q '"name": "daprd"' <<<"$pod"
+}
+until injected; do
   [ "$SECONDS" -lt "$deadline" ] || { log "the sidecar injector did not inject daprd within 60 s"; exit 1; }
   sleep 1
 done
