@@ -12,14 +12,16 @@
 #  0. figures: p50/p99 of /recommend direct (k8s/) and through Dapr, daprd memory per pod
 #  1. daprd injected by Dapr's injector (the chart's sidecar image and settings), every pod Ready, no restarts
 #  2. /recommend through the Service returns the seed contract, through Dapr invocation (data_calls_total{mode="dapr"}
-#     grows with the requests; no direct call)
+#     grows with the requests; no direct call); mTLS: each daprd serves port 50002 only as mutual TLS with a
+#     certificate from Dapr's Sentry (SPIFFE ID of its app, chain verified against Dapr's trust bundle)
 #  3. state: PUT/GET /users/{id}/preferences round-trip through Redis (the hash is in Redis); a stale If-Match -> 412
 #  4. pub/sub: PUT /data on every data pod -> every recommendation replica serves the new data within 2 s, the event
 #     delivered through the Redis stream
 #  5. secrets: data's app token read through the secrets API (kubernetes store, least-privilege RBAC); calls to
-#     data without it refused (401), with a wrong one 403; PUT /data through Dapr refused by access control (403)
+#     data without it refused (401), with a wrong one 403; access control: PUT /data through Dapr refused (403),
+#     GET allowed, recommendation not invocable through Dapr (403)
 #  6. resiliency: data failing (FAULT_STATUS) -> one /recommend makes 1 + maxRetries attempts (dapr/resiliency.yaml),
-#     counted by data itself
+#     counted by data itself; graceful shutdown: a rolling restart of data under load fails no /recommend
 # deploy/istio-dapr (needs Istio; reported as skipped, never passed, without it):
 #  7. both sidecars injected, pods Ready; /recommend through the ingress gateway; one mTLS layer per hop (Envoy
 #     stays off Dapr's port, Dapr's mTLS identifies the caller); PUT /data through Dapr refused, GET allowed;
@@ -55,11 +57,11 @@ log() { echo "ci/dapr-cluster: $*" >&2; }
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 
-for tool in jq curl; do command -v "$tool" >/dev/null || { log "$tool is needed"; exit 1; }; done
+for tool in jq curl openssl; do command -v "$tool" >/dev/null || { log "$tool is needed"; exit 1; }; done
 tmp=$(mktemp -d)
 own=0
 background=()
-rec="" dp="" rd="" gwp="" port=""   # local ports of port-forwards (forward sets them)
+rec="" dp="" dd="" rd="" gwp="" port=""   # local ports of port-forwards (forward sets them)
 
 KUBECTL=${CLUSTER_KUBECTL:-}
 k() { "$KUBECTL" "$@"; }
@@ -106,16 +108,17 @@ trap finish EXIT
 # forward VAR TARGET PORT [NAMESPACE]: a kubectl port-forward to TARGET's PORT on a free local port, whose number
 # it stores in VAR (not printed: the port-forward must stay a child of this shell, killed at the end).
 forward() {
-  local target=$2 port=$3 ns=${4:-$NS} out deadline
-  out="$tmp/pf-$(date +%s%N).log"
-  k -n "$ns" port-forward "$target" ":$port" >"$out" 2>&1 &
+  # Locals are prefixed so that none of them shadows the caller's VAR (printf -v sets the innermost one in scope).
+  local fw_target=$2 fw_port=$3 fw_ns=${4:-$NS} fw_out fw_deadline
+  fw_out="$tmp/pf-$(date +%s%N).log"
+  k -n "$fw_ns" port-forward "$fw_target" ":$fw_port" >"$fw_out" 2>&1 &
   background+=($!)
-  deadline=$((SECONDS + 30))
-  until grep -q '^Forwarding from 127.0.0.1:' "$out"; do
-    [ "$SECONDS" -lt "$deadline" ] || { log "port-forward $target:$port: $(cat "$out")"; return 1; }
+  fw_deadline=$((SECONDS + 30))
+  until grep -q '^Forwarding from 127.0.0.1:' "$fw_out"; do
+    [ "$SECONDS" -lt "$fw_deadline" ] || { log "port-forward $fw_target:$fw_port: $(cat "$fw_out")"; return 1; }
     sleep 0.1
   done
-  printf -v "$1" '%s' "$(sed -n 's/^Forwarding from 127\.0\.0\.1:\([0-9]*\) .*/\1/p' "$out" | head -1)"
+  printf -v "$1" '%s' "$(sed -n 's/^Forwarding from 127\.0\.0\.1:\([0-9]*\) .*/\1/p' "$fw_out" | head -1)"
 }
 
 # http METHOD URL [curl args]: "<status> <body>" (status 000 when there was no answer)
@@ -181,10 +184,17 @@ EOF
   kn wait --for=condition=Ready "pod/$1" --timeout=60s >/dev/null
 }
 probe_get() {   # probe_get URL: "<status> <body>" as the probe pod got it
-  local out
-  out=$(kn exec probe -- fortio curl -timeout 5s "$1" 2>&1) || true
-  printf '%s' "$(printf '%s\n' "$out" | sed -n 's/^HTTP\/1\.[01] \([0-9][0-9][0-9]\).*/\1/p' | head -1 | grep . || echo 000)"
-  printf ' %s' "$(printf '%s\n' "$out" | awk 'b { print } /^\r?$/ { b = 1 }')"
+  kn exec probe -- fortio curl -timeout 5s "$1" >"$tmp/probe.out" 2>"$tmp/probe.err" || true
+  # Fortio prints a 200's headers to stderr and its body to stdout, any other answer whole (headers, blank line,
+  # body) to stdout, and its own log lines to stderr.
+  local status
+  status=$(sed -n '/^HTTP\/1\.[01] [0-9][0-9][0-9]/ { s/^HTTP\/1\.[01] \([0-9]*\).*/\1/p; q; }' "$tmp/probe.out" "$tmp/probe.err")
+  printf '%s ' "${status:-000}"
+  if head -c 5 "$tmp/probe.out" | grep -q '^HTTP/'; then
+    awk 'b { print } /^\r?$/ { b = 1 }' "$tmp/probe.out"
+  else
+    cat "$tmp/probe.out"
+  fi
 }
 # load NAME URL SECONDS QPS CONNECTIONS: Fortio from the probe pod; JSON result in $tmp/NAME.json
 load() {
@@ -228,9 +238,31 @@ restart_under_load() {
   kn wait --for=delete $old --timeout=90s >/dev/null 2>&1 || true
   wait "$pid" || true
   unset 'background[-1]'
-  sent=$(jq -r '.DurationHistogram.Count // 0' "$tmp/$1.json" 2>/dev/null || echo 0)
+  sent=$(jq -r '.DurationHistogram.Count // 0' "$tmp/$1.json" 2>/dev/null | grep . || echo 0)
+  [ "$sent" != 0 ] || log "fortio load $1 gave no result: $(tail -3 "$tmp/$1.err" 2>/dev/null)"
   bad=$(non200 "$1" 2>/dev/null || echo "?")
   codes=$(jq -c '.RetCodes' "$tmp/$1.json" 2>/dev/null || echo "?")
+}
+
+# sentry_mtls LABEL POD APP: Dapr's sidecar-to-sidecar port (50002) of POD serves only mutual TLS with a certificate
+# Sentry issued for APP: the chain verifies against Dapr's trust bundle (ConfigMap dapr-trust-bundle), the identity is
+# spiffe://public/ns/agents/APP, the injector started daprd with --enable-mtls, and a client without a Sentry
+# certificate (plain HTTP, or TLS without a client certificate) gets no answer.
+sentry_mtls() {
+  local label=$1 pod=$2 app=$3 port args san verify plain anon
+  args=$(kn get pod "$pod" -o jsonpath='{.spec.containers[?(@.name=="daprd")].args}')
+  k -n dapr-system get configmap dapr-trust-bundle -o jsonpath='{.data.ca\.crt}' >"$tmp/dapr-ca.crt"
+  forward port "pod/$pod" 50002
+  openssl s_client -connect "127.0.0.1:$port" -CAfile "$tmp/dapr-ca.crt" -verify_return_error -showcerts \
+    </dev/null >"$tmp/sclient" 2>&1 || true
+  verify=$(sed -n 's/^ *Verify return code: //p' "$tmp/sclient" | head -1)
+  san=$(openssl x509 -noout -ext subjectAltName <"$tmp/sclient" 2>/dev/null | grep -o 'URI:[^, ]*' | head -1)
+  plain=$(curl -sS -m 5 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/" 2>/dev/null || true)
+  anon=$(curl -sSk -m 5 --http2 -o /dev/null -w '%{http_code}' "https://127.0.0.1:$port/" 2>/dev/null || true)
+  [[ $args == *'"--enable-mtls"'* ]] && [ "$verify" = "0 (ok)" ] && [ "$san" = "URI:spiffe://public/ns/$NS/$app" ] \
+    && [ "$plain" = 000 ] && [ "$anon" = 000 ] \
+    && ok "${label}$pod: daprd --enable-mtls; port 50002 presents $san, verified against Sentry's trust bundle; plain HTTP and TLS without a client certificate get no answer" \
+    || not_ok "${label}$pod: --enable-mtls $([[ $args == *'"--enable-mtls"'* ]] && echo yes || echo no), certificate '$san' (verify: ${verify:-none}), plain HTTP -> ${plain:-?}, TLS without client certificate -> ${anon:-?}"
 }
 
 deploy() {   # deploy ENTRY: namespace, the app-token Secret, kubectl apply -k ENTRY; waits until Available
@@ -324,6 +356,18 @@ dapr_calls=$(sum_metric recommendation 8000 '^data_calls_total\\{.*mode="dapr"')
   && ok "recommendation's calls to data: data_calls_total{mode=\"dapr\"} = $dapr_calls, {mode=\"direct\"} = 0" \
   || not_ok "data_calls_total: mode dapr $dapr_calls, mode direct $direct_calls"
 
+# --- 2 (mTLS) ---------------------------------------------------------------------------------------------------------
+step "2. (mTLS) the sidecars talk mutual TLS on certificates from Dapr's Sentry"
+for app in data recommendation; do
+  for pod in $(pods "$app"); do sentry_mtls "" "$pod" "$app"; done
+done
+sentry_pod=$(k -n dapr-system get pods -l app=dapr-sentry -o jsonpath='{.items[0].metadata.name}')
+signed=$(k get --raw "/api/v1/namespaces/dapr-system/pods/$sentry_pod:9090/proxy/metrics" 2>/dev/null \
+  | awk '/^dapr_sentry_cert_sign_success_total/ { s += $NF } END { printf "%d", s }')
+sidecars=$(( $(pods data | wc -w) + $(pods recommendation | wc -w) ))
+[ "$signed" -ge "$sidecars" ] && ok "Sentry signed $signed certificates (dapr_sentry_cert_sign_success_total) for $sidecars sidecars" \
+  || not_ok "Sentry signed $signed certificates for $sidecars sidecars"
+
 # --- 3. state --------------------------------------------------------------------------------------------------------
 step "3. state: user preferences through Dapr's state API and Redis"
 forward rec service/recommendation 8000
@@ -345,7 +389,8 @@ out=$(http GET "$prefs")
   || not_ok "GET preferences -> $out"
 stored=$(kn exec deploy/redis -- redis-cli HGET "recommendation||preferences-$user" data 2>&1 || true)
 version=$(kn exec deploy/redis -- redis-cli HGET "recommendation||preferences-$user" version 2>&1 || true)
-grep -q '"max_results":7' <<<"$stored" && [ "$version" = "$etag2" ] \
+# Dapr's ETag is the hash's version field, quoted in the HTTP header.
+grep -q '"max_results":7' <<<"$stored" && [ "\"$version\"" = "$etag2" ] \
   && ok "in Redis: HGET recommendation||preferences-$user -> data $stored, version $version (= the ETag)" \
   || not_ok "in Redis: data '$stored', version '$version' (ETag $etag2)"
 note "Redis that served: $(kn exec deploy/redis -- redis-cli INFO server | tr -d '\r' | grep '^redis_version:')"
@@ -354,7 +399,8 @@ note "Redis that served: $(kn exec deploy/redis -- redis-cli INFO server | tr -d
 step "5. secrets: data's app token through the secrets API; calls without it refused"
 token=$(kn get secret "$TOKEN_SECRET" -o jsonpath='{.data.token}' | base64 -d)
 for pod in $(pods data); do
-  kn logs "$pod" -c data | grep -q 'app API token read from the secret store' \
+  # The log is read whole before grep: `kubectl logs | grep -q` fails under pipefail when grep stops reading early.
+  grep -q 'app API token read from the secret store' <<<"$(kn logs "$pod" -c data)" \
     && ok "$pod: the agent read its app token through Dapr's secrets API (secretstore/$TOKEN_SECRET, its log says)" \
     || not_ok "$pod: no 'app API token read from the secret store' in the agent's log"
 done
@@ -384,6 +430,10 @@ out=$(http GET "http://127.0.0.1:$rd/v1.0/invoke/data/method/data")
 out=$(http PUT "http://127.0.0.1:$rd/v1.0/invoke/data/method/data" -H 'content-type: application/json' -d '{"processed_data":"forged"}')
 [ "${out%% *}" = 403 ] && ok "through recommendation's daprd: PUT data/data -> 403 (access control: $(jq -r '.message // .errorCode' <<<"${out#* }" 2>/dev/null | cut -c1-90))" \
   || not_ok "PUT through Dapr -> $out (want 403 from data's access control)"
+forward dd "pod/$data_pod" 3500
+out=$(http GET "http://127.0.0.1:$dd/v1.0/invoke/recommendation/method/recommend")
+[ "${out%% *}" = 403 ] && ok "through data's daprd: GET recommendation/recommend -> 403 (nobody may invoke recommendation through Dapr)" \
+  || not_ok "GET recommendation/recommend through data's daprd -> $out (want 403 from recommendation's access control)"
 
 # --- 4. pub/sub ------------------------------------------------------------------------------------------------------
 step "4. pub/sub: PUT /data -> every recommendation replica serves the new data within ${EVENT_BOUND} s"
@@ -394,12 +444,16 @@ for pod in $(pods recommendation); do
   out=$(http GET "http://127.0.0.1:${rport[$pod]}/recommend")   # warm the replica's cache with the old data
   [ "$out" = "200 $CONTRACT" ] || not_ok "$pod: /recommend before the change -> $out"
 done
+declare -A dport   # the port-forwards to data are opened before the clock starts
+for pod in $(pods data); do
+  forward port "pod/$pod" 8000
+  dport[$pod]=$port
+done
 xlen_before=$(kn exec deploy/redis -- redis-cli XLEN data-updated | tr -d '\r')
 fresh="fresh-$(date +%s)"
 put_at=$(now)
-for pod in $(pods data); do
-  forward port "pod/$pod" 8000
-  out=$(http PUT "http://127.0.0.1:$port/data" -H "dapr-api-token: $token" -H 'content-type: application/json' \
+for pod in "${!dport[@]}"; do
+  out=$(http PUT "http://127.0.0.1:${dport[$pod]}/data" -H "dapr-api-token: $token" -H 'content-type: application/json' \
     -d "{\"processed_data\":\"$fresh\"}")
   jq -e '.event == "published"' <<<"${out#* }" >/dev/null 2>&1 && ok "PUT /data on $pod -> ${out%% *}, event published" \
     || not_ok "PUT /data on $pod -> $out"
@@ -422,9 +476,8 @@ groups=$(kn exec deploy/redis -- redis-cli XINFO GROUPS data-updated | tr -d '\r
 [ "$xlen_after" -gt "$xlen_before" ] && ok "the events went through Redis: stream data-updated $xlen_before -> $xlen_after entries, consumer groups: $groups" \
   || not_ok "stream data-updated: $xlen_before -> $xlen_after entries"
 # Back to the seed data for the checks below.
-for pod in $(pods data); do
-  forward port "pod/$pod" 8000
-  http PUT "http://127.0.0.1:$port/data" -H "dapr-api-token: $token" -H 'content-type: application/json' \
+for pod in "${!dport[@]}"; do
+  http PUT "http://127.0.0.1:${dport[$pod]}/data" -H "dapr-api-token: $token" -H 'content-type: application/json' \
     -d '{"processed_data":"some_insights"}' >/dev/null
 done
 
@@ -471,7 +524,11 @@ done
 out=$(probe_get "http://recommendation.$NS.svc.cluster.local:8000/recommend")
 [ "$out" = "200 $CONTRACT" ] && ok "data healthy again: /recommend -> 200 contract" || not_ok "after the fault: /recommend -> $out"
 restart_under_load rollout-dapr "http://recommendation.$NS.svc.cluster.local:8000/recommend"
-note "rolling restart of data under load (deploy/dapr, 50 req/s for $LOAD_SECONDS s): $sent requests, $bad not 200 (codes $codes)"
+# Graceful shutdown: the old data pods' daprd keeps serving while their agent drains (block-shutdown-duration), the
+# callers' daprd retries what a stopping pod refuses (dapr/resiliency.yaml), so no /recommend fails.
+[ "$sent" -gt 0 ] && [ "$bad" = 0 ] \
+  && ok "rolling restart of data under load (deploy/dapr, 50 req/s for $LOAD_SECONDS s, data cache off): $sent requests, none failed" \
+  || not_ok "rolling restart of data under load (deploy/dapr, 50 req/s for $LOAD_SECONDS s): $sent requests, $bad not 200 (codes $codes)"
 after_restarts="$(restarts recommendation) $(restarts redis)"
 grep -qv '=0$' <(tr ' ' '\n' <<<"$after_restarts" | grep .) \
   && not_ok "containers restarted during the checks: $after_restarts" || ok "no recommendation or Redis container restarted during the checks"
@@ -525,9 +582,7 @@ else
   [ "$dapr_hop" = 0 ] && ok "7. recommendation's Envoy opened no connection to port 50002 (Dapr's hop bypasses it; Dapr's mTLS alone)" \
     || not_ok "7. recommendation's Envoy carried $dapr_hop connections to 50002 (two mTLS layers)"
   note "7. Envoy inbound|8000 connections on data (kubelet probes through 15020 excluded): $app_hop"
-  mtls=$(kn logs "$(pods data | cut -d' ' -f1)" -c daprd | grep -c -i 'mtls enabled' || true)
-  [ "$mtls" -gt 0 ] && ok "7. data's daprd runs with Dapr's mTLS (its log: mTLS enabled)" \
-    || not_ok "7. data's daprd does not log 'mTLS enabled'"
+  sentry_mtls "7. " "$(pods data | cut -d' ' -f1)" data
   forward rd deployment/recommendation 3500
   out=$(http GET "http://127.0.0.1:$rd/v1.0/invoke/data/method/data")
   [ "$out" = '200 {"processed_data":"some_insights"}' ] && ok "7. GET /data through Dapr -> 200" || not_ok "7. GET /data through Dapr -> $out"
