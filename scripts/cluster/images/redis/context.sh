@@ -22,9 +22,10 @@ image=$(awk '$1 == "image:" { print $2; exit }' "$manifest")
 [[ $image =~ ^redis:([0-9]+\.[0-9]+\.[0-9]+)-bookworm$ ]] || die "$manifest names '$image'; expected redis:<version>-bookworm"
 want=${BASH_REMATCH[1]}
 have=$("$server" --version | sed -n 's/.* v=\([0-9.]*\) .*/\1/p')
-codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
-[ "$have" = "$want" ] && [ "$codename" = bookworm ] \
-  || die "$manifest names $image, but this machine has Redis $have on ${codename:-unknown}: the image would carry a false name"
+codename=$(sed -n 's/^VERSION_CODENAME=//p' /etc/os-release)
+if [ "$have" != "$want" ] || [ "$codename" != bookworm ]; then
+  die "$manifest names $image, but this machine has Redis $have on ${codename:-unknown}: the image would carry a false name"
+fi
 
 mkdir -p "$ctx/rootfs/usr/bin" "$ctx/rootfs/data"
 cp -L "$server" "$ctx/rootfs/usr/bin/redis-server"
