@@ -2,7 +2,8 @@
 """Run every manifest validator over a repository tree (scripts/ci/manifests.sh calls this).
 
 Steps (each independent; all run, the exit code says whether all passed):
-  render       kustomize build of every kustomization.yaml entry point (kind Kustomization);
+  render       kustomize build of every kustomization.yaml entry point (kind Kustomization, except a part
+               that another kustomization includes from its own subdirectory);
                every kustomize Component must be used by some entry point
   kubeval      kubernetes-validate --strict for Kubernetes 1.32 on every core-kind object
   crds         Istio/Dapr custom resources against the CRDs in CRD_DIR (validate_crs.py)
@@ -96,10 +97,21 @@ def step_render(ctx: Ctx) -> list[str]:
         return ["no kustomization.yaml found"]
     used_components = set()
     components = set()
+    # A kustomization that another one includes from one of its own subdirectories is a part of that one (e.g.
+    # deploy/istio-canary/v2, the v2 Deployment of the canary), validated through it rather than on its own.
+    parts = set()
+    for rel, doc in kz:
+        for res in doc.get("resources") or []:
+            sub = os.path.normpath(os.path.join(rel, res))
+            if sub.startswith(os.path.normpath(rel) + os.sep) or (rel == "." and not sub.startswith("..")):
+                parts.add(sub)
     os.makedirs(os.path.join(ctx.out, "render"), exist_ok=True)
     for rel, doc in kz:
         if doc.get("kind") == "Component":
             components.add(os.path.normpath(rel))
+            continue
+        if os.path.normpath(rel) in parts:
+            ctx.say(f"  {rel}/ is a part of {os.path.dirname(os.path.normpath(rel))}/, rendered with it")
             continue
         for comp in doc.get("components") or []:
             used_components.add(os.path.normpath(os.path.join(rel, comp)))

@@ -1,20 +1,25 @@
 #!/usr/bin/env bash
-# Build the Dapr sidecar (daprd) from the Go module proxy and cache it outside the repo.
+# Build Dapr's commands from the Go module proxy and cache them outside the repo: the sidecar (daprd) and, when
+# named, the Kubernetes control plane (operator, sentry, placement, scheduler, injector), all from one wrapper
+# module at one version.
 #
-#   scripts/tools/install-daprd.sh        # prints the daprd path on its last stdout line
+#   scripts/tools/install-daprd.sh                    # daprd; prints its path on the last stdout line
+#   scripts/tools/install-daprd.sh operator sentry    # the named commands; prints one path per line, in order
 #
 # Why a build and not a download: on this project's machines only package registries are
 # reachable, and the Go module proxy serves dapr's source. We build it the way upstream's
-# Makefile does (CGO off, the "allcomponents" flavour, version stamped into pkg/buildinfo)
-# from a throw-away wrapper module that requires github.com/dapr/dapr and repeats its
-# replace directives (replace only applies in the main module, so without them the build
-# would resolve different, unpatched forks).
+# Makefile does (CGO off, the "allcomponents" flavour for every binary, version stamped into
+# pkg/buildinfo) from a throw-away wrapper module that requires github.com/dapr/dapr and repeats
+# its replace directives (replace only applies in the main module, so without them the build
+# would resolve different, unpatched forks). Every command shares that wrapper and the Go build
+# cache, so the control plane costs a few minutes (3.5 on a busy machine) once daprd is built.
 #
 # Settings (env):
 #   DAPR_VERSION       release to build (default below; must be served by the Go proxy)
 #   AGENT_MESH_CACHE   cache root (default $HOME/.cache/agent-mesh)
 #   DAPR_BUILD_TAGS    Go build tags (default allcomponents: the sqlite name resolver the
 #                      self-hosted tests use is only in that flavour)
+# Cache: <cache>/daprd-<version>/<command> (the directory is named after the sidecar, which it held first).
 # A cold build takes tens of minutes on 2 cores; it runs under nice. A warm run returns at once.
 set -euo pipefail
 
@@ -26,16 +31,43 @@ DAPR_VERSION="${DAPR_VERSION#v}"
 DAPR_BUILD_TAGS="${DAPR_BUILD_TAGS:-allcomponents}"
 CACHE_ROOT="${AGENT_MESH_CACHE:-$HOME/.cache/agent-mesh}"
 DEST_DIR="$CACHE_ROOT/daprd-$DAPR_VERSION"
-BIN="$DEST_DIR/daprd"
+MOD="github.com/dapr/dapr"
 
 log() { echo "install-daprd: $*" >&2; }
 
+commands=("$@")
+[[ ${#commands[@]} -gt 0 ]] || commands=(daprd)
+for cmd in "${commands[@]}"; do
+  case $cmd in
+    daprd | operator | sentry | placement | scheduler | injector) ;;
+    *) log "unknown command '$cmd' (daprd, operator, sentry, placement, scheduler, injector)"; exit 2 ;;
+  esac
+done
+
+# A cached binary counts when it is the named command of dapr at this version, built with these tags (the
+# control plane has no --version flag; the Go build info records all three).
 is_good() {
-  [[ -x "$BIN" ]] && [[ "$("$BIN" --version 2>/dev/null | tail -n1)" == "$DAPR_VERSION" ]]
+  local bin="$DEST_DIR/$1" info
+  [[ -x "$bin" ]] || return 1
+  command -v go >/dev/null || { [[ $1 == daprd && "$("$bin" --version 2>/dev/null | tail -n1)" == "$DAPR_VERSION" ]]; return; }
+  info="$(go version -m "$bin" 2>/dev/null)" || return 1
+  grep -qP "^\tpath\t$MOD/cmd/$1\$" <<<"$info" \
+    && grep -qP "^\tmod\t$MOD\tv$DAPR_VERSION\t" <<<"$info" \
+    && grep -qP "^\tbuild\t-tags=$DAPR_BUILD_TAGS\$" <<<"$info"
 }
 
-if is_good; then
-  echo "$BIN"
+missing() {
+  local cmd
+  for cmd in "${commands[@]}"; do is_good "$cmd" || echo "$cmd"; done
+}
+
+print_paths() {
+  local cmd
+  for cmd in "${commands[@]}"; do echo "$DEST_DIR/$cmd"; done
+}
+
+if [[ -z "$(missing)" ]]; then
+  print_paths
   exit 0
 fi
 
@@ -43,22 +75,23 @@ command -v go >/dev/null || { log "go is not on PATH"; exit 1; }
 mkdir -p "$DEST_DIR"
 
 # One builder at a time per version: parallel test jobs on a fresh machine must not start
-# two 20-minute builds. The second one waits for the lock and then finds the binary.
+# two 20-minute builds. The second one waits for the lock and then finds the binaries.
 exec 9>"$DEST_DIR/.lock"
 if ! flock -w "${DAPR_BUILD_LOCK_WAIT:-3600}" 9; then
-  log "timed out waiting for another build of daprd $DAPR_VERSION"; exit 1
+  log "timed out waiting for another build of dapr $DAPR_VERSION"; exit 1
 fi
-if is_good; then
-  echo "$BIN"
+mapfile -t todo < <(missing)
+if [[ ${#todo[@]} -eq 0 ]]; then
+  print_paths
   exit 0
 fi
 
-MOD="github.com/dapr/dapr"
 # Use the local toolchain when it is new enough; otherwise let go fetch the one dapr's
 # go directive asks for (the proxy serves toolchains as golang.org/toolchain).
 export GOTOOLCHAIN="${GOTOOLCHAIN_OVERRIDE:-auto}"
 export CGO_ENABLED=0
 export GOFLAGS="-buildvcs=false"
+export GOWORK=off
 
 log "fetching $MOD@v$DAPR_VERSION from the module proxy"
 info_json="$(go mod download -json "$MOD@v$DAPR_VERSION")"
@@ -93,23 +126,26 @@ cp "$src_dir/go.sum" "$work/go.sum"
 chmod u+w "$work/go.sum"
 
 cd "$work"
-log "resolving the dependency graph (go $go_directive, toolchain $(go env GOVERSION))"
-go get "$MOD/cmd/daprd@v$DAPR_VERSION" >&2
+pkgs=()
+for cmd in "${todo[@]}"; do pkgs+=("$MOD/cmd/$cmd"); done
+log "resolving the dependency graph of ${todo[*]} (go $go_directive, toolchain $(go env GOVERSION))"
+for pkg in "${pkgs[@]}"; do go get "$pkg@v$DAPR_VERSION" >&2; done
 
 ldflags="-s -w"
 ldflags+=" -X $MOD/pkg/buildinfo.version=$DAPR_VERSION"
 ldflags+=" -X $MOD/pkg/buildinfo.gitversion=v$DAPR_VERSION"
 [[ -n "$commit" ]] && ldflags+=" -X $MOD/pkg/buildinfo.gitcommit=$commit"
 
-log "building daprd $DAPR_VERSION (tags: $DAPR_BUILD_TAGS); this is slow on a cold cache"
+out="$(mktemp -d "$DEST_DIR/.build.XXXXXX")"
+trap 'rm -rf "$out"' EXIT
+log "building ${todo[*]} $DAPR_VERSION (tags: $DAPR_BUILD_TAGS); this is slow on a cold cache"
 start=$SECONDS
 nice -n "${DAPR_BUILD_NICE:-10}" go build -trimpath -tags "$DAPR_BUILD_TAGS" -ldflags "$ldflags" \
-  -o "$BIN.tmp" "$MOD/cmd/daprd" >&2
-mv -f "$BIN.tmp" "$BIN"
-log "built in $((SECONDS - start))s"
+  -o "$out/" "${pkgs[@]}" >&2
+for cmd in "${todo[@]}"; do mv -f "$out/$cmd" "$DEST_DIR/$cmd"; done
+log "built ${todo[*]} in $((SECONDS - start))s"
 
-if ! is_good; then
-  log "the built binary does not report version $DAPR_VERSION: $("$BIN" --version 2>&1 | tail -n1)"
-  exit 1
-fi
-echo "$BIN"
+for cmd in "${todo[@]}"; do
+  is_good "$cmd" || { log "$DEST_DIR/$cmd is not $MOD/cmd/$cmd v$DAPR_VERSION ($DAPR_BUILD_TAGS)"; exit 1; }
+done
+print_paths

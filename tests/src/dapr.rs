@@ -1,6 +1,7 @@
 //! A real Dapr mesh on loopback for the Dapr tests: a private `redis-server`, two self-hosted `daprd` sidecars
 //! (sqlite name resolution, `DAPR_HOST_IP=127.0.0.1`, every listener on a free loopback port) and the two agent
-//! binaries as their apps, with API tokens in both directions and the resources of `deploy/dapr/resources`.
+//! binaries as their apps, with API tokens in both directions and the Dapr resources every setup uses (`dapr/`,
+//! the files Kubernetes gets too) plus the self-hosted secret store (`deploy/dapr/local/`).
 //!
 //! Where daprd and redis-server come from: `AGENT_MESH_DAPRD` and `AGENT_MESH_REDIS_SERVER` (paths), which
 //! `scripts/dapr-test.sh` sets after installing them (a long build of daprd on a fresh machine, instant with a warm
@@ -324,20 +325,26 @@ fn start_data(port: u16, sidecar_port: u16) -> AgentProcess {
     )
 }
 
-/// Writes the resources directory: the committed deploy/dapr/resources with Redis and the secrets file pointed at
+/// The directories of Dapr resources a self-hosted sidecar loads, as the compose `dapr` profile mounts them: the
+/// resources shared with Kubernetes, and the self-hosted secret store.
+const RESOURCE_DIRS: [&str; 2] = ["dapr", "deploy/dapr/local"];
+
+/// Writes the resources directories: copies of [`RESOURCE_DIRS`] with only Redis and the secrets file pointed at
 /// this test's own, and a Configuration selecting sqlite name resolution.
 fn write_resources(dir: &Path, redis_port: u16) {
-    let resources = dir.join("resources");
-    fs::create_dir_all(&resources).expect("create resources dir");
-    let source = repo_root().join("deploy/dapr/resources");
     let secrets = dir.join("secrets.json");
-    for entry in fs::read_dir(&source).expect("deploy/dapr/resources exists") {
-        let path = entry.expect("dir entry").path();
-        let text = fs::read_to_string(&path).expect("read resource");
-        let text = text
-            .replace("redis:6379", &format!("127.0.0.1:{redis_port}"))
-            .replace("/dapr/secrets.json", &secrets.display().to_string());
-        fs::write(resources.join(path.file_name().expect("file name")), text).expect("write resource");
+    for (i, source) in RESOURCE_DIRS.iter().enumerate() {
+        let resources = dir.join(format!("resources-{i}"));
+        fs::create_dir_all(&resources).expect("create resources dir");
+        let source = repo_root().join(source);
+        for entry in fs::read_dir(&source).unwrap_or_else(|e| panic!("{}: {e}", source.display())) {
+            let path = entry.expect("dir entry").path();
+            let text = fs::read_to_string(&path).expect("read resource");
+            let text = text
+                .replace("redis:6379", &format!("127.0.0.1:{redis_port}"))
+                .replace("/dapr/secrets.json", &secrets.display().to_string());
+            fs::write(resources.join(path.file_name().expect("file name")), text).expect("write resource");
+        }
     }
     fs::write(&secrets, serde_json::json!({ APP_TOKEN_SECRET: APP_API_TOKEN }).to_string()).expect("write secrets");
     let config = format!(
@@ -363,8 +370,7 @@ fn start_daprd(tools: &Tools, dir: &Path, app_id: &str, app_port: u16, ports: [u
         .args(["--metrics-port", &metrics.to_string(), "--metrics-listen-address", "127.0.0.1"])
         .args(["--app-port", &app_port.to_string(), "--app-protocol", "http"])
         .args(["--dapr-graceful-shutdown-seconds", "1", "--log-level", "info"])
-        .arg("--resources-path")
-        .arg(dir.join("resources"))
+        .args((0..RESOURCE_DIRS.len()).flat_map(|i| ["--resources-path".into(), dir.join(format!("resources-{i}"))]))
         .arg("--config")
         .arg(dir.join("config.yaml"))
         .stdout(fs::File::create(&log).expect("create daprd log"))
