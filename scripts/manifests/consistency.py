@@ -453,7 +453,10 @@ def check_istio(r: Render, namespace: str):
         m = re.search(r"[\"']?terminationDrainDuration[\"']?\s*:\s*[\"']([^\"']+)[\"']", cfg)
         envoy_drain = parse_duration(m.group(1)) if m else 5.0
         grace = pod_template(d)["spec"].get("terminationGracePeriodSeconds", 30)
-        if not app_drain < envoy_drain < grace:
+        # The other way to outlive the app: pilot-agent keeps Envoy until its last connection closes (deploy/istio-dapr,
+        # where daprd's own drain also needs Envoy), bounded by the grace period.
+        exits_on_idle = re.search(r"[\"']?EXIT_ON_ZERO_ACTIVE_CONNECTIONS[\"']?\s*:\s*[\"']true[\"']", cfg)
+        if not exits_on_idle and not app_drain < envoy_drain < grace:
             r.fail(f"Deployment/{d['metadata']['name']}: Envoy's terminationDrainDuration ({envoy_drain}s) must lie between "
                    f"SHUTDOWN_DELAY+DRAIN_TIMEOUT ({app_drain}s) and terminationGracePeriodSeconds ({grace}s)")
         ann = pod_template(d)["metadata"].get("annotations", {})
