@@ -227,16 +227,20 @@ restarts() {   # restarts APP: "<pod>:<container>=<restarts> ..." of APP's pods
 # restart_under_load NAME URL: `kubectl rollout restart deployment/data` while Fortio sends 50 req/s for
 # LOAD_SECONDS from the probe pod to URL (the old pods get SIGTERM only once new ones are ready, seconds into the
 # window); waits until the old pods are gone. Sets sent, bad (not 200) and codes from the result $tmp/NAME.json.
+# steady URL SECONDS: true once URL answered the contract 10 times in a row, false if not within SECONDS
+steady() {
+  local streak=0 deadline=$((SECONDS + $2))
+  while [ "$streak" -lt 10 ]; do
+    [ "$SECONDS" -lt "$deadline" ] || return 1
+    if [ "$(probe_get "$1")" = "200 $CONTRACT" ]; then streak=$((streak + 1)); else streak=0; sleep 1; fi
+  done
+}
 restart_under_load() {
   local old
   old=$(kn get pods -l app=data -o name | tr '\n' ' ')
   # Measure the rollout from a steady state: after check 6's two rollouts Dapr's breaker and channels settle for a
   # while (a CI run had Fortio abort on a 503 to its very first request), and that is not what this measures.
-  local streak=0 deadline=$((SECONDS + 90))
-  while [ "$streak" -lt 10 ] && [ "$SECONDS" -lt "$deadline" ]; do
-    if [ "$(probe_get "$2")" = "200 $CONTRACT" ]; then streak=$((streak + 1)); else streak=0; sleep 1; fi
-  done
-  [ "$streak" -ge 10 ] || not_ok "$1: /recommend not steady (10 answers 200 in a row) within 90 s before the rollout"
+  steady "$2" 90 || not_ok "$1: /recommend not steady (10 answers 200 in a row) within 90 s before the rollout"
   # Errors from the first request on are counted, not a reason for Fortio to give up.
   load "$1" "$2" "$LOAD_SECONDS" 50 4 -allow-initial-errors &
   local pid=$!
@@ -532,15 +536,13 @@ settle data
 # fault, then its removal), calls through Dapr fail until the next resolution. The bound covers that window; how
 # long it took is reported.
 recovery_started=$SECONDS
-deadline=$((SECONDS + 60))
-until [ "$(probe_get "http://recommendation.$NS.svc.cluster.local:8000/recommend")" = "200 $CONTRACT" ]; do
-  [ "$SECONDS" -lt "$deadline" ] || break
-  sleep 0.5
-done
-out=$(probe_get "http://recommendation.$NS.svc.cluster.local:8000/recommend")
-[ "$out" = "200 $CONTRACT" ] && ok "data healthy again: /recommend -> 200 contract, $((SECONDS - recovery_started)) s after data's second rollout was done" \
-  || not_ok "after the fault: /recommend -> $out for 60 s after data's rollout"
-note "/recommend through Dapr answered 200 again $((SECONDS - recovery_started)) s after data's pods were replaced twice in a row"
+# Healthy means steadily so: one 200 between 503s (different replicas, breakers half open) is not recovery.
+if steady "http://recommendation.$NS.svc.cluster.local:8000/recommend" 90; then
+  ok "data healthy again: /recommend -> 200 contract 10 times in a row, $((SECONDS - recovery_started)) s after data's second rollout was done"
+else
+  not_ok "after the fault: /recommend not 200 10 times in a row within 90 s of data's rollout (last: $(probe_get "http://recommendation.$NS.svc.cluster.local:8000/recommend"))"
+fi
+note "/recommend through Dapr answered steadily 200 again $((SECONDS - recovery_started)) s after data's pods were replaced twice in a row"
 restart_under_load rollout-dapr "http://recommendation.$NS.svc.cluster.local:8000/recommend"
 # Graceful shutdown: the old data pods' daprd keeps serving while their agent drains (block-shutdown-duration), the
 # callers' daprd retries what a stopping pod refuses (dapr/resiliency.yaml), so no /recommend fails.
