@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 VARIANTS=${BENCH_VARIANTS:-"bare defaults minimal"}
 REQUESTS=${BENCH_REQUESTS:-2000}
 WARMUP=${BENCH_WARMUP_REQUESTS:-200}
-BIN=${BENCH_BIN:-target/release}
+BIN=${BENCH_BIN:-${CARGO_TARGET_DIR:-target}/release}
 TOP=${BENCH_TOP:-15}
 OUT="bench/results/callgrind-$(date +%Y%m%dT%H%M%S)"
 

@@ -18,7 +18,7 @@ USERS=${RECSYS_USERS:-50000}
 INTERACTIONS=${RECSYS_INTERACTIONS:-1000000}
 REQUESTS=${RECSYS_REQUESTS:-20000}
 SEED=${RECSYS_SEED:-2024}
-BIN=target/release/recsys
+BIN="${CARGO_TARGET_DIR:-target}/release/recsys"
 
 echo "bench: building recsys (release)" >&2
 nice cargo build --release --locked -p recsys --bin recsys >&2

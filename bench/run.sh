@@ -24,7 +24,7 @@ WARMUP=${BENCH_WARMUP:-2}
 CONNECTIONS=${BENCH_CONNECTIONS:-16}
 THREADS=${BENCH_THREADS:-1}
 OUT="bench/results/$(date +%Y%m%dT%H%M%S)"
-BIN=target/release
+BIN="${CARGO_TARGET_DIR:-target}/release"
 # Where the agents' stdout goes: a file written through a pipe (`pipe`, like a container runtime reading the
 # container's stdout), a file written directly (`file`), or /dev/null (`null`).
 LOG_SINK=${BENCH_LOG_SINK:-pipe}

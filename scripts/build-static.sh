@@ -38,7 +38,7 @@ CC_x86_64_unknown_linux_musl=musl-gcc \
 
 mkdir -p "$stage"
 for bin in data recommendation; do
-  src="target/$target/release/$bin"
+  src="${CARGO_TARGET_DIR:-target}/$target/release/$bin"
   # A static binary has no program interpreter; a dynamic one would not start in a scratch image.
   if LC_ALL=C readelf -l "$src" | grep -q 'Requesting program interpreter'; then
     die "$src is dynamically linked"

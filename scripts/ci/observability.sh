@@ -128,10 +128,10 @@ wait_ok() { # url, bound in seconds
 }
 data_port=$(free_port)
 reco_port=$(free_port)
-env -i "PATH=$PATH" PORT="$data_port" BIND_ADDR=127.0.0.1 target/debug/data >"$tmp/data.log" 2>&1 &
+env -i "PATH=$PATH" PORT="$data_port" BIND_ADDR=127.0.0.1 "${CARGO_TARGET_DIR:-target}/debug/data" >"$tmp/data.log" 2>&1 &
 pids+=($!)
 env -i "PATH=$PATH" PORT="$reco_port" BIND_ADDR=127.0.0.1 DATA_URL="http://127.0.0.1:$data_port" \
-  target/debug/recommendation >"$tmp/reco.log" 2>&1 &
+  "${CARGO_TARGET_DIR:-target}/debug/recommendation" >"$tmp/reco.log" 2>&1 &
 pids+=($!)
 data="http://127.0.0.1:$data_port"
 reco="http://127.0.0.1:$reco_port"

@@ -19,7 +19,7 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
-TARGET = Path(os.environ.get("AGENT_BIN_DIR", ROOT / "target" / "debug"))
+TARGET = Path(os.environ.get("AGENT_BIN_DIR", ROOT / os.environ.get("CARGO_TARGET_DIR", "target") / "debug"))
 CONTRACT = b'{"recommendation":"Based on data","data":{"processed_data":"some_insights"}}'
 
 
