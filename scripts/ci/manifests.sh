@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Check entry point for the Kubernetes / Istio / Dapr manifests (issue 6). Offline; exit 0 = pass.
 #
-#  1. installs (or finds cached) kustomize, istioctl, checkov and the Python validators
-#     with scripts/tools/install-*.sh;
+#  1. installs (or finds cached) kustomize, istioctl, checkov, the Python validators and the upstream
+#     Istio and Dapr CRDs with scripts/tools/install-*.sh, and checks that the CRDs reject the
+#     known-bad resources of scripts/manifests/testdata/invalid-crs.yaml;
 #  2. scripts/manifests/run_checks.py: renders every kustomize entry point and runs
 #     kubernetes-validate --strict (Kubernetes 1.32), the CRD schema + CEL validator,
 #     istioctl validate/analyze, checkov and the cross-file consistency test;
@@ -10,8 +11,10 @@
 #     copy of the manifests and asserts that validator fails.
 #
 # Environment:
-#   CRD_DIR            upstream CRDs (default: ../shared/schemas/crds next to the repo root);
-#                      point it at `kubectl get crd -o yaml` output to check against a cluster
+#   CRD_DIR            CRDs to validate against (default: Istio's and Dapr's from the Go modules at the
+#                      versions scripts/tools/install-istio.sh and install-daprd.sh pin, extracted by
+#                      scripts/tools/install-crds.sh); point it at `kubectl get crd -o yaml` output to
+#                      check against a cluster
 #   AGENT_MESH_CACHE   tool cache (default ~/.cache/agent-mesh)
 #   ROUTES_FROM        directory holding the agents' crates, if not this repository
 #   MANIFESTS_SELFTEST set to 0 to skip step 3
@@ -21,16 +24,16 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
 started=$SECONDS
 
-CRD_DIR="${CRD_DIR:-$root/../shared/schemas/crds}"
-if [[ ! -d "$CRD_DIR" ]]; then
-  echo "manifests: CRD directory $CRD_DIR not found (set CRD_DIR)" >&2
+echo "== manifests: tools"
+t=$SECONDS
+if [[ -z "${CRD_DIR:-}" ]]; then
+  CRD_DIR="$(scripts/tools/install-crds.sh | tail -n 1)"
+elif [[ ! -d "$CRD_DIR" ]]; then
+  echo "manifests: CRD directory $CRD_DIR not found" >&2
   exit 1
 fi
 CRD_DIR="$(cd "$CRD_DIR" && pwd)"
 export CRD_DIR
-
-echo "== manifests: tools"
-t=$SECONDS
 KUSTOMIZE="$(scripts/tools/install-kustomize.sh | tail -n 1)"
 ISTIOCTL="$(scripts/tools/install-istioctl.sh | tail -n 1)"
 CHECKOV="$(scripts/tools/install-checkov.sh | tail -n 1)"
@@ -42,6 +45,13 @@ echo "checkov:    $CHECKOV"
 echo "validators: $VALIDATORS_VENV"
 echo "CRD_DIR:    $CRD_DIR"
 echo "tools ready in $((SECONDS - t))s"
+
+# The schema step below proves nothing if the CRDs accept anything (an empty or partial CRD_DIR, a lax schema):
+# each known-bad resource, one of every kind the manifests use, must be rejected by its CRD.
+echo "== manifests: the CRDs reject known-bad resources"
+"$VALIDATORS_VENV/bin/python" scripts/manifests/validate_crs.py --crd-dir "$CRD_DIR" --expect-invalid \
+  scripts/manifests/testdata/invalid-crs.yaml | grep -v '^  rejected as expected: ' \
+  || { echo "== manifests: FAIL: the CRDs in $CRD_DIR let a known-bad resource through" >&2; exit 1; }
 
 out="$(mktemp -d "${TMPDIR:-/tmp}/agent-mesh-manifests.XXXXXX")"
 trap 'rm -rf "$out"' EXIT

@@ -337,11 +337,13 @@ def main(argv=None):
     unknown = set(steps) - set(STEPS)
     if unknown:
         parser.error(f"unknown steps {sorted(unknown)}; known: {STEPS}")
-    crd_dir = os.environ.get("CRD_DIR") or os.path.join(args.repo, "..", "shared", "schemas", "crds")
+    crd_dir = os.environ.get("CRD_DIR", "")
     tools = tools_from_env()
     missing = {"render": ["KUSTOMIZE"], "kubeval": ["VALIDATORS_VENV"], "crds": ["VALIDATORS_VENV"],
                "istioctl": ["ISTIOCTL"], "checkov": ["CHECKOV"], "consistency": ["VALIDATORS_VENV"]}
     lacking = sorted({t for s in steps + ["render"] for t in missing[s] if t not in tools})
+    if "crds" in steps and not crd_dir:
+        lacking.append("CRD_DIR")
     if lacking:
         parser.error(f"set {', '.join(lacking)} (scripts/ci/manifests.sh does)")
     results = run_steps(args.repo, args.out, steps, crd_dir, tools)
