@@ -16,7 +16,8 @@
 #                      scripts/tools/install-crds.sh); point it at `kubectl get crd -o yaml` output to
 #                      check against a cluster
 #   AGENT_MESH_CACHE   tool cache (default ~/.cache/agent-mesh)
-#   ROUTES_FROM        directory holding the agents' crates, if not this repository
+#   OPENAPI_DIR        directory holding data.json and recommendation.json, the agents' OpenAPI documents
+#                      (default: built from this checkout with cargo and printed by `<agent> openapi`)
 #   MANIFESTS_SELFTEST set to 0 to skip step 3
 set -euo pipefail
 
@@ -55,6 +56,36 @@ echo "== manifests: the CRDs reject known-bad resources"
 
 out="$(mktemp -d "${TMPDIR:-/tmp}/agent-mesh-manifests.XXXXXX")"
 trap 'rm -rf "$out"' EXIT
+
+# The consistency test reads the agents' routes from the OpenAPI documents they serve at /openapi.json;
+# `<agent> openapi` prints it without serving. The binaries are the ones `cargo test --workspace` builds (a
+# `cargo build -p <agent>` would resolve other features and compile everything a second time), so after the test
+# suite this costs cargo's freshness check only.
+if [[ -z "${OPENAPI_DIR:-}" ]]; then
+  echo "== manifests: the agents' OpenAPI documents"
+  t=$SECONDS
+  OPENAPI_DIR="$out/openapi"
+  mkdir -p "$OPENAPI_DIR"
+  nice -n 10 cargo test --workspace --locked --no-run --message-format=json-render-diagnostics >"$out/cargo.json"
+  for agent in data recommendation; do
+    bin="$("$VALIDATORS_VENV/bin/python" - "$agent" "$out/cargo.json" <<'PY'
+import json, sys
+agent, path = sys.argv[1], sys.argv[2]
+for line in open(path, encoding="utf-8"):
+    msg = json.loads(line)
+    target = msg.get("target") or {}
+    if msg.get("reason") == "compiler-artifact" and target.get("kind") == ["bin"] and target.get("name") == agent \
+            and not msg["profile"]["test"]:
+        print(msg["executable"])
+PY
+)"
+    [[ -x "$bin" ]] || { echo "manifests: cargo built no $agent binary" >&2; exit 1; }
+    "$bin" openapi >"$OPENAPI_DIR/$agent.json"
+  done
+  echo "read in $((SECONDS - t))s"
+fi
+OPENAPI_DIR="$(cd "$OPENAPI_DIR" && pwd)"
+export OPENAPI_DIR
 
 echo "== manifests: validators"
 t=$SECONDS
