@@ -360,7 +360,7 @@ def expect_invalid(paths, crd_dir):
     """The negative check: every custom resource in `paths` is a known-bad one, and each must be rejected by its
     CRD. A resource without a CRD does not count as rejected: the point is that the CRDs catch the fault."""
     rejected: set[str] = set()
-    errors, _, checked = validate(paths, crd_dir, rejected)
+    errors, _, _ = validate(paths, crd_dir, rejected)
     wheres = [f"{p}#{i} {d.get('kind')}/{(d.get('metadata') or {}).get('name', '?')}"
               for p, i, d in iter_docs(paths) if not is_builtin(d.get("apiVersion", ""))]
     accepted = [w for w in wheres if w not in rejected]
