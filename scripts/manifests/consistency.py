@@ -5,14 +5,27 @@ Each check below encodes a fact that no schema validator sees because it spans t
 objects or two files. Input: the repository root and the rendered output of each
 kustomize entry point (name=path pairs).
 
-Usage: consistency.py --repo ROOT [--routes-from DIR] NAME=RENDERED.yaml ...
+The agents' routes come from the OpenAPI document each one serves at /openapi.json (`<agent> openapi` prints it
+without serving; scripts/ci/manifests.sh runs it): paths with their methods, path templates (`/users/{user_id}`)
+included. Besides the probes, ports and Dapr settings, they are checked against the access policies:
+  * every path an Istio AuthorizationPolicy or a Dapr Configuration's accessControl names (with its methods) is
+    served by an agent the policy applies to; Istio's exact/prefix/suffix/presence forms and Dapr's `*`/`**`
+    segments are matched against the templates;
+  * on an agent an Istio ALLOW policy guards, every route is allowed by some rule, or named in the policy's
+    `agent-mesh/closed-routes` annotation ("METHOD /path, ..."), or is one the mesh lets through without the policy
+    (the probe, scrape and Dapr health paths: Istio sends those to the sidecar agent's port, daprd calls over
+    localhost);
+  * where both guard an agent, Istio and Dapr open the same routes to the same callers.
+
+Usage: consistency.py --repo ROOT --openapi AGENT=OPENAPI.json ... NAME=RENDERED.yaml ...
 Exit 0 when every check holds; each failure is printed as `FAIL [entry point] message`.
 """
 
 from __future__ import annotations
 
 import argparse
-import glob
+import fnmatch
+import json
 import os
 import re
 import sys
@@ -25,13 +38,9 @@ SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 AGENTS = ("data", "recommendation")
 AGENT_PORT_DEFAULT = 8000
-# The contract's route list (CONTRACT.md), used only while the Rust sources are absent.
-CONTRACT_ROUTES = {
-    "shared": {"/healthz", "/readyz", "/openapi.json", "/docs", "/metrics"},
-    "data": {"/data"},
-    "recommendation": {"/recommend"},
-}
 DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+HTTP_METHODS = ("GET", "PUT", "POST", "DELETE", "OPTIONS", "HEAD", "PATCH", "TRACE")
+CLOSED_ROUTES = "agent-mesh/closed-routes"
 
 
 def parse_duration(text) -> float:
@@ -46,23 +55,132 @@ def parse_duration(text) -> float:
 # ------------------------------------------------------------------------------ routes
 
 
-def agent_routes(source_root: str):
-    """Routes per agent from `.route("...")` calls in the Rust sources.
+class Routes:
+    """What one agent serves: path template -> methods, from its OpenAPI document, plus /openapi.json itself
+    (where the document was read from; FastAPI does not list it either)."""
 
-    Returns (routes, origin) where origin says whether the code or the contract's
-    fallback list was used.
-    """
-    found = {}
-    for crate in ("shared",) + AGENTS:
-        paths = glob.glob(os.path.join(source_root, crate, "src", "**", "*.rs"), recursive=True)
-        routes = set()
-        for path in paths:
-            with open(path, encoding="utf-8") as fh:
-                routes.update(re.findall(r"\.route\(\s*\"([^\"]+)\"", fh.read()))
-        found[crate] = routes
-    if any(found[a] for a in AGENTS) or found["shared"]:
-        return {a: found[a] | found["shared"] for a in AGENTS}, "code"
-    return {a: CONTRACT_ROUTES[a] | CONTRACT_ROUTES["shared"] for a in AGENTS}, "contract"
+    def __init__(self, agent: str, document: dict):
+        self.agent = agent
+        self.templates: dict[str, set[str]] = {}
+        for path, item in (document.get("paths") or {}).items():
+            methods = {m.upper() for m in (item or {}) if m.upper() in HTTP_METHODS}
+            if methods:
+                self.templates[path] = methods
+        self.templates.setdefault("/openapi.json", set()).add("GET")
+
+    def operations(self):
+        return sorted((m, t) for t, ms in self.templates.items() for m in ms)
+
+    def serves(self, path: str, method: str = "GET") -> bool:
+        """Whether a concrete request path (a probe's, say) reaches a route with this method."""
+        return any(method in ms and template_regex(t).fullmatch(path) for t, ms in self.templates.items())
+
+    def describe(self) -> str:
+        return ", ".join(f"{'|'.join(sorted(ms))} {t}" for t, ms in sorted(self.templates.items()))
+
+
+def load_openapi(agent: str, path: str) -> Routes:
+    with open(path, encoding="utf-8") as fh:
+        document = json.load(fh)
+    if not isinstance(document, dict) or not str(document.get("openapi", "")).startswith("3."):
+        raise ValueError(f"{path} is not an OpenAPI 3 document")
+    routes = Routes(agent, document)
+    if len(routes.templates) < 2:
+        raise ValueError(f"{path} lists no paths")
+    return routes
+
+
+def template_tokens(template: str):
+    """`/users/{id}/x` -> ["/users/", None, "/x"]: literal text, None for a parameter (one non-empty segment)."""
+    tokens = []
+    for literal, param in re.findall(r"([^{]*)(\{[^}]*\})?", template):
+        if literal:
+            tokens.append(literal)
+        if param:
+            tokens.append(None)
+    return tokens
+
+
+def template_regex(template: str):
+    return re.compile("".join("[^/]+" if t is None else re.escape(t) for t in template_tokens(template)))
+
+
+def _is_prefix_of_instance(tokens, text: str) -> bool:
+    """Whether `text` is a prefix of some path the template tokens describe."""
+    if not text:
+        return True
+    if not tokens:
+        return False
+    head, rest = tokens[0], tokens[1:]
+    if head is not None:
+        if len(text) <= len(head):
+            return head.startswith(text)
+        return text.startswith(head) and _is_prefix_of_instance(rest, text[len(head):])
+    # A parameter: one or more characters other than "/"; text may end inside it.
+    for n in range(1, len(text) + 1):
+        if text[n - 1] == "/":
+            break
+        if n == len(text) or _is_prefix_of_instance(rest, text[n:]):
+            return True
+    return False
+
+
+def _reverse_tokens(tokens):
+    return [None if t is None else t[::-1] for t in reversed(tokens)]
+
+
+def istio_overlaps(pattern: str, template: str) -> bool:
+    """Whether an Istio path pattern (exact, "prefix*", "*suffix" or "*") matches some path of the template."""
+    tokens = template_tokens(template)
+    if pattern == "*":
+        return True
+    if pattern.endswith("*"):
+        return _is_prefix_of_instance(tokens, pattern[:-1])
+    if pattern.startswith("*"):
+        return _is_prefix_of_instance(_reverse_tokens(tokens), pattern[1:][::-1])
+    return bool(template_regex(template).fullmatch(pattern))
+
+
+def istio_covers(pattern: str, template: str) -> bool:
+    """Whether an Istio path pattern matches every path of the template."""
+    tokens = template_tokens(template)
+    head = tokens[0] if tokens and tokens[0] is not None else ""
+    tail = tokens[-1] if tokens and tokens[-1] is not None else ""
+    if pattern == "*":
+        return True
+    if pattern.endswith("*"):
+        return head.startswith(pattern[:-1])
+    if pattern.startswith("*"):
+        return tail.endswith(pattern[1:])
+    return tokens == [template] and pattern == template
+
+
+def _dapr_segments(text: str):
+    text = text if text.startswith("/") else "/" + text
+    return text.lower().split("/")[1:]
+
+
+def _dapr_match(pattern: str, template: str, every: bool) -> bool:
+    """Dapr accessControl operation names against a template, by path segment, case-insensitively (HTTP): `*` is
+    one segment, `**` one or more, other `*` globs within a segment (pkg/config/acl_trie.go). `every`: whether
+    the pattern matches every path of the template rather than some."""
+    pat, tpl = _dapr_segments(pattern), _dapr_segments(template)
+    for i, p in enumerate(pat):
+        if p == "**":
+            return len(tpl) > i
+        if i >= len(tpl):
+            return False
+        t = tpl[i]
+        if t.startswith("{") and t.endswith("}"):
+            if every and set(p) != {"*"}:
+                return False
+        elif p != "*" and not fnmatch.fnmatchcase(t, p):
+            return False
+    return len(pat) == len(tpl)
+
+
+def method_matches(methods, method: str) -> bool:
+    return not methods or "*" in methods or method in {m.upper() for m in methods}
 
 
 # ------------------------------------------------------------------------------- model
@@ -176,7 +294,7 @@ def check_services(r: Render):
             r.fail(f"PodDisruptionBudget/{pdb['metadata']['name']} selects no Deployment's pods")
 
 
-def check_agents(r: Render, routes: dict, route_origin: str, compose_images: dict | None):
+def check_agents(r: Render, routes: dict[str, Routes], compose_images: dict | None):
     for d in r.kind("Deployment"):
         labels = pod_template(d)["metadata"].get("labels", {})
         app = labels.get("app")
@@ -216,20 +334,20 @@ def check_agents(r: Render, routes: dict, route_origin: str, compose_images: dic
             if not get:
                 r.fail(f"Deployment/{dname}: {probe} is not an HTTP probe")
                 continue
-            if get.get("path") not in routes[app]:
+            if not routes[app].serves(str(get.get("path"))):
                 r.fail(
-                    f"Deployment/{dname}: {probe} path {get.get('path')!r} is not a route of the {app} agent "
-                    f"(routes from {route_origin}: {sorted(routes[app])})"
+                    f"Deployment/{dname}: {probe} path {get.get('path')!r} is not a GET route of the {app} agent "
+                    f"(its OpenAPI document: {routes[app].describe()})"
                 )
             if get.get("port") not in ("http", port):
                 r.fail(f"Deployment/{dname}: {probe} port {get.get('port')!r} is not the http port")
         ann = pod_template(d)["metadata"].get("annotations", {})
         if ann.get("prometheus.io/port") not in (str(port), None):
             r.fail(f"Deployment/{dname}: prometheus.io/port {ann.get('prometheus.io/port')} != PORT {port}")
-        mpath = ann.get("prometheus.io/path")
-        if mpath and mpath not in routes[app]:
-            # /metrics is announced by the contract as "later"; say so loudly, do not fail.
-            r.notes.append(f"WARNING Deployment/{dname}: prometheus.io/path {mpath!r} is not (yet) a route of {app}")
+        for key in ("prometheus.io/path", "dapr.io/app-health-check-path"):
+            if ann.get(key) and not routes[app].serves(ann[key]):
+                r.fail(f"Deployment/{dname}: {key} {ann[key]!r} is not a GET route of the {app} agent "
+                       f"(its OpenAPI document: {routes[app].describe()})")
         # Shutdown budget.
         grace = pod_template(d)["spec"].get("terminationGracePeriodSeconds", 30)
         try:
@@ -474,6 +592,165 @@ def check_istio(r: Render, namespace: str):
     return True
 
 
+def _agent_deployments(r: Render) -> dict[str, list]:
+    found: dict[str, list] = {}
+    for d in r.kind("Deployment"):
+        app = pod_template(d)["metadata"].get("labels", {}).get("app")
+        if app in AGENTS:
+            found.setdefault(app, []).append(d)
+    return found
+
+
+def _passes_policy_by(r: Render, app: str, deploys) -> set[str]:
+    """Paths of `app` the mesh calls without going through its access policies: the kubelet's probes and
+    Prometheus' scrapes (Istio's injector sends both to the sidecar agent's port), and daprd's health checks
+    (over localhost, past Envoy's inbound capture)."""
+    paths = set()
+    for d in deploys:
+        c = agent_container(d) or {}
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            get = (c.get(probe) or {}).get("httpGet") or {}
+            if get.get("path"):
+                paths.add(get["path"])
+        ann = pod_template(d)["metadata"].get("annotations", {})
+        for key in ("prometheus.io/path", "dapr.io/app-health-check-path"):
+            if ann.get(key):
+                paths.add(ann[key])
+    return paths
+
+
+def _parse_closed(text: str):
+    """`agent-mesh/closed-routes`: "METHOD /path, METHOD /path"."""
+    out = []
+    for item in filter(None, (i.strip() for i in str(text).split(","))):
+        method, _, path = item.partition(" ")
+        out.append((method.upper(), path.strip(), item))
+    return out
+
+
+def check_access(r: Render, routes: dict[str, Routes], namespace: str):
+    """The agents' routes against the Istio AuthorizationPolicies and Dapr accessControl that name them (see the
+    module docs)."""
+    deploys = _agent_deployments(r)
+    in_render = sorted(deploys) or list(AGENTS)  # a resource-only entry point applies to whichever agents run
+
+    def targets(selector: dict):
+        if not selector:
+            return in_render
+        if deploys:
+            return [a for a in in_render if any(selects(selector, pod_template(d)["metadata"].get("labels", {})) for d in deploys[a])]
+        return [a for a in in_render if selector.get("app") in (None, a)]
+
+    # Istio: who may call which route, per guarded agent.
+    istio_allowed: dict[str, dict[tuple, set]] = {}
+    closed: dict[str, set] = {}
+    for ap in r.kind("AuthorizationPolicy", "security.istio.io/"):
+        aname = ap["metadata"]["name"]
+        spec = ap.get("spec") or {}
+        action = spec.get("action", "ALLOW")
+        apps = targets((spec.get("selector") or {}).get("matchLabels") or {})
+        served = [(a, m, t) for a in apps for m, t in routes[a].operations()]
+        for rule in spec.get("rules") or []:
+            callers = set()
+            for frm in rule.get("from") or [{}]:
+                principals = (frm.get("source") or {}).get("principals")
+                callers |= {p.rsplit("/", 1)[-1] for p in principals} if principals else {"*"}
+            for to in rule.get("to") or [{}]:
+                op = to.get("operation") or {}
+                methods = op.get("methods") or []
+                for key in ("paths", "notPaths"):
+                    for pattern in op.get(key) or []:
+                        if not any(method_matches(methods, m) and istio_overlaps(pattern, t) for _, m, t in served):
+                            r.fail(f"AuthorizationPolicy/{aname}: {key} {pattern!r} ({'|'.join(methods) or 'any method'}) "
+                                   f"is no route of {', '.join(apps) or 'any agent'} "
+                                   f"({'; '.join(f'{a}: {routes[a].describe()}' for a in apps)})")
+                if action != "ALLOW":
+                    continue
+                for a, m, t in served:
+                    if not method_matches(methods, m):
+                        continue
+                    if op.get("paths") and not any(istio_covers(p, t) for p in op["paths"]):
+                        continue
+                    if any(istio_overlaps(p, t) for p in op.get("notPaths") or []):
+                        continue
+                    istio_allowed.setdefault(a, {}).setdefault((m, t), set()).update(callers)
+        if action == "ALLOW":
+            for a in apps:
+                istio_allowed.setdefault(a, {})
+        for method, path, item in _parse_closed((ap["metadata"].get("annotations") or {}).get(CLOSED_ROUTES, "")):
+            hits = [(a, m, t) for a, m, t in served if m == method and (t == path or template_regex(t).fullmatch(path))]
+            if not hits:
+                r.fail(f"AuthorizationPolicy/{aname}: {CLOSED_ROUTES} names {item!r}, which is no route of "
+                       f"{', '.join(apps) or 'any agent'}")
+            for a, m, t in hits:
+                closed.setdefault(a, set()).add((m, t))
+    for a, allowed in sorted(istio_allowed.items()):
+        exempt = _passes_policy_by(r, a, deploys.get(a, []))
+        for m, t in routes[a].operations():
+            if (m, t) in closed.get(a, set()):
+                if (m, t) in allowed:
+                    r.fail(f"{m} {t} of {a} is allowed by an AuthorizationPolicy and also named in {CLOSED_ROUTES}")
+                continue
+            if (m, t) in allowed or (m == "GET" and any(template_regex(t).fullmatch(p) for p in exempt)):
+                continue
+            r.fail(f"{m} {t} of the {a} agent is allowed by no rule of its ALLOW AuthorizationPolicy, so nothing in "
+                   f"the mesh can reach it: allow it for its callers, or name it in the policy's {CLOSED_ROUTES} "
+                   f"annotation if that is meant")
+
+    # Dapr: operations named by accessControl, and what each caller may invoke.
+    dapr_allowed: dict[str, dict[str, set]] = {}  # app -> caller app-id -> operations
+    for cfg in r.kind("Configuration", "dapr.io/"):
+        acl = (cfg.get("spec") or {}).get("accessControl")
+        if not acl:
+            continue
+        cname = cfg["metadata"]["name"]
+        users = [a for a in in_render if not deploys or any(
+            pod_template(d)["metadata"].get("annotations", {}).get("dapr.io/config") == cname for d in deploys[a])]
+        policies = acl.get("policies") or []
+        default = acl.get("defaultAction") or ("deny" if policies else "allow")
+        for pol in policies:
+            for op in pol.get("operations") or []:
+                verbs = op.get("httpVerb") or ["*"]
+                if not any(method_matches(verbs, m) and _dapr_match(op["name"], t, every=False)
+                           for a in users for m, t in routes[a].operations()):
+                    r.fail(f"Configuration/{cname}: accessControl operation {op['name']!r} "
+                           f"({'|'.join(verbs)}) for caller {pol.get('appId')!r} is no route of "
+                           f"{', '.join(users) or 'any agent'}")
+        for a in users:
+            for pol in policies:
+                if pol.get("namespace") not in (None, namespace):
+                    continue
+                ops = set()
+                for m, t in routes[a].operations():
+                    action = pol.get("defaultAction") or default
+                    for op in pol.get("operations") or []:
+                        if _dapr_match(op["name"], t, every=True):
+                            verbs = [v.upper() for v in op.get("httpVerb") or []]
+                            if m in verbs or "*" in verbs:
+                                action = op.get("action", action)
+                            break
+                    if str(action).lower() == "allow":
+                        ops.add((m, t))
+                dapr_allowed.setdefault(a, {})[pol["appId"]] = ops
+
+    # Both guard the same agent: the same callers get the same routes.
+    for a in sorted(set(istio_allowed) & set(dapr_allowed)):
+        exempt = _passes_policy_by(r, a, deploys.get(a, []))
+        sa_of = {pod_template(d)["metadata"].get("annotations", {}).get("dapr.io/app-id"):
+                 pod_template(d)["spec"].get("serviceAccountName") for ds in deploys.values() for d in ds}
+        for app_id, dapr_ops in sorted(dapr_allowed[a].items()):
+            sa = sa_of.get(app_id)
+            if sa is None:
+                continue
+            istio_ops = {op for op, callers in istio_allowed[a].items() if sa in callers or "*" in callers}
+            for m, t in sorted(istio_ops ^ dapr_ops):
+                if m == "GET" and any(template_regex(t).fullmatch(p) for p in exempt):
+                    continue
+                yes, no = ("Istio", "Dapr's accessControl") if (m, t) in istio_ops else ("Dapr's accessControl", "Istio")
+                r.fail(f"{m} {t} of the {a} agent: {yes} lets {app_id} (ServiceAccount {sa}) call it, {no} does not")
+    return bool(istio_allowed or dapr_allowed)
+
+
 def check_network_policies(r: Render):
     nps = r.kind("NetworkPolicy")
     if not any(np["spec"].get("podSelector") == {} and set(np["spec"].get("policyTypes", [])) == {"Ingress", "Egress"}
@@ -568,21 +845,22 @@ def check_seed_pair(repo: str, errors: list):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repo", required=True)
-    parser.add_argument("--routes-from", help="directory with the agents' Rust crates (default: --repo)")
+    parser.add_argument("--openapi", action="append", default=[], metavar="AGENT=FILE",
+                        help="the OpenAPI document an agent serves at /openapi.json (`<agent> openapi` prints it); "
+                             "one per agent")
     parser.add_argument("renders", nargs="+", help="NAME=PATH of a rendered entry point")
     args = parser.parse_args(argv)
 
-    routes, origin = agent_routes(args.routes_from or args.repo)
-    if origin == "contract":
-        banner = "!" * 78
-        print(banner)
-        print("WARNING: no `.route(\"...\")` found in data/src, recommendation/src or shared/src;")
-        print("WARNING: probe paths are checked against the CONTRACT.md route list instead:")
-        for app in AGENTS:
-            print(f"WARNING:   {app}: {sorted(routes[app])}")
-        print(banner)
-    else:
-        print(f"consistency: routes read from the Rust sources: " + "; ".join(f"{a}: {sorted(routes[a])}" for a in AGENTS))
+    documents = dict(spec.partition("=")[::2] for spec in args.openapi)
+    if sorted(documents) != sorted(AGENTS):
+        parser.error(f"give --openapi AGENT=FILE for exactly the agents {list(AGENTS)} (got {sorted(documents)})")
+    try:
+        routes = {a: load_openapi(a, documents[a]) for a in AGENTS}
+    except (OSError, ValueError) as exc:
+        print(f"FAIL cannot read the agents' OpenAPI documents: {exc}")
+        return 1
+    for a in AGENTS:
+        print(f"consistency: {a} routes from its /openapi.json: {routes[a].describe()}")
     images, compose_path = compose_images(args.repo)
     if images is None:
         print("consistency: no docker-compose.yml/compose.yaml in the repo; image names checked against the contract only")
@@ -608,14 +886,15 @@ def main(argv=None):
         else:
             check_namespace(r, namespace)
             check_services(r)
-            check_agents(r, routes, origin, images)
+            check_agents(r, routes, images)
             check_network_policies(r)
         dapr = check_dapr(r)
         istio = check_istio(r, namespace)
+        access = check_access(r, routes, namespace)
         for note in r.notes:
             print(f"  [{name}] {note}")
         errors.extend(f"[{name}] {e}" for e in r.errors)
-        print(f"consistency: [{name}] {len(r.docs)} objects; dapr={'yes' if dapr else 'no'} istio={'yes' if istio else 'no'}; {len(r.errors)} problems")
+        print(f"consistency: [{name}] {len(r.docs)} objects; dapr={'yes' if dapr else 'no'} istio={'yes' if istio else 'no'} access policies={'yes' if access else 'no'}; {len(r.errors)} problems")
     for e in errors:
         print(f"FAIL {e}")
     return 1 if errors else 0

@@ -14,7 +14,8 @@ Steps (each independent; all run, the exit code says whether all passed):
   consistency  cross-file facts (consistency.py)
 
 Tools come from the environment: KUSTOMIZE, ISTIOCTL, CHECKOV, VALIDATORS_VENV, CRD_DIR
-(scripts/ci/manifests.sh sets them from scripts/tools/install-*.sh).
+(scripts/ci/manifests.sh sets them from scripts/tools/install-*.sh), and OPENAPI_DIR: <agent>.json, the OpenAPI
+document each agent serves (manifests.sh has the agents print them).
 
 Usage: run_checks.py --repo ROOT --out DIR [--steps a,b,...]
 """
@@ -37,6 +38,7 @@ SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STEPS = ("render", "kubeval", "crds", "istioctl", "checkov", "consistency")
+AGENTS = ("data", "recommendation")
 KUBERNETES_VERSION = "1.32.0"
 SKIP_DIRS = {".git", "target", "node_modules", ".venv", "venv", "__pycache__"}
 ISTIO_GROUPS = ("networking.istio.io/", "security.istio.io/", "telemetry.istio.io/", "extensions.istio.io/")
@@ -48,6 +50,7 @@ class Ctx:
     out: str
     crd_dir: str
     tools: dict
+    openapi_dir: str = ""
     renders: dict = field(default_factory=dict)  # entry point name -> rendered file
     log: list = field(default_factory=list)
 
@@ -277,8 +280,7 @@ def step_checkov(ctx: Ctx) -> list[str]:
 def step_consistency(ctx: Ctx) -> list[str]:
     py = os.path.join(ctx.tools["VALIDATORS_VENV"], "bin", "python")
     cmd = [py, os.path.join(HERE, "consistency.py"), "--repo", ctx.repo]
-    if os.environ.get("ROUTES_FROM"):
-        cmd += ["--routes-from", os.environ["ROUTES_FROM"]]
+    cmd += [f"--openapi={agent}={os.path.join(ctx.openapi_dir, agent + '.json')}" for agent in AGENTS]
     cmd += [f"{n}={p}" for n, p in sorted(ctx.renders.items())]
     res = run(cmd)
     for line in res.stdout.splitlines():
@@ -308,9 +310,10 @@ def tools_from_env():
     return tools
 
 
-def run_steps(repo, out, steps, crd_dir, tools, quiet=False) -> dict[str, list[str]]:
+def run_steps(repo, out, steps, crd_dir, tools, quiet=False, openapi_dir=None) -> dict[str, list[str]]:
     """Run the given steps (render always first); returns step -> list of failures."""
-    ctx = Ctx(repo=os.path.abspath(repo), out=out, crd_dir=crd_dir, tools=tools)
+    openapi_dir = openapi_dir or os.environ.get("OPENAPI_DIR", "")
+    ctx = Ctx(repo=os.path.abspath(repo), out=out, crd_dir=crd_dir, tools=tools, openapi_dir=openapi_dir)
     if quiet:
         ctx.say = lambda msg: None
     results = {}
@@ -337,11 +340,15 @@ def main(argv=None):
     unknown = set(steps) - set(STEPS)
     if unknown:
         parser.error(f"unknown steps {sorted(unknown)}; known: {STEPS}")
-    crd_dir = os.environ.get("CRD_DIR") or os.path.join(args.repo, "..", "shared", "schemas", "crds")
+    crd_dir = os.environ.get("CRD_DIR", "")
     tools = tools_from_env()
     missing = {"render": ["KUSTOMIZE"], "kubeval": ["VALIDATORS_VENV"], "crds": ["VALIDATORS_VENV"],
                "istioctl": ["ISTIOCTL"], "checkov": ["CHECKOV"], "consistency": ["VALIDATORS_VENV"]}
     lacking = sorted({t for s in steps + ["render"] for t in missing[s] if t not in tools})
+    if "crds" in steps and not crd_dir:
+        lacking.append("CRD_DIR")
+    if "consistency" in steps and not os.environ.get("OPENAPI_DIR"):
+        lacking.append("OPENAPI_DIR")
     if lacking:
         parser.error(f"set {', '.join(lacking)} (scripts/ci/manifests.sh does)")
     results = run_steps(args.repo, args.out, steps, crd_dir, tools)

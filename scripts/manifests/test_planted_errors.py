@@ -8,11 +8,12 @@ the expected message. The unmodified tree passing the same steps is what
 scripts/ci/manifests.sh checks just before this.
 
 Needs the environment scripts/ci/manifests.sh exports: KUSTOMIZE, ISTIOCTL, CHECKOV,
-VALIDATORS_VENV, CRD_DIR.
+VALIDATORS_VENV, CRD_DIR, OPENAPI_DIR.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -26,11 +27,13 @@ sys.path.insert(0, HERE)
 import run_checks  # noqa: E402
 
 TOOLS = run_checks.tools_from_env()
-CRD_DIR = os.environ.get("CRD_DIR", os.path.join(REPO, "..", "shared", "schemas", "crds"))
+CRD_DIR = os.environ.get("CRD_DIR", "")
+
+OPENAPI_DIR = os.environ.get("OPENAPI_DIR", "")
 
 pytestmark = pytest.mark.skipif(
-    len(TOOLS) < 4 or not os.path.isdir(CRD_DIR),
-    reason="run through scripts/ci/manifests.sh, which installs the tools and sets CRD_DIR",
+    len(TOOLS) < 4 or not os.path.isdir(CRD_DIR) or not os.path.isdir(OPENAPI_DIR),
+    reason="run through scripts/ci/manifests.sh, which installs the tools and sets CRD_DIR and OPENAPI_DIR",
 )
 
 
@@ -52,8 +55,9 @@ def plant(repo, rel, old, new):
     path.write_text(text.replace(old, new, 1), encoding="utf-8")
 
 
-def step_errors(repo, tmp_path, step):
-    results = run_checks.run_steps(str(repo), str(tmp_path / "out"), [step], CRD_DIR, TOOLS, quiet=True)
+def step_errors(repo, tmp_path, step, openapi_dir=None):
+    results = run_checks.run_steps(str(repo), str(tmp_path / "out"), [step], CRD_DIR, TOOLS, quiet=True,
+                                   openapi_dir=openapi_dir)
     if step != "render":
         assert not results["render"], f"render failed, so {step} was not reached: {results['render']}"
     return results[step]
@@ -211,21 +215,91 @@ def test_consistency_compares_images_with_compose(repo, tmp_path):
     assert_fails(step_errors(repo, tmp_path, "consistency"), "differs from compose's ['agent-mesh/data:0.2.0']")
 
 
-def test_consistency_reads_routes_from_code(repo, tmp_path, monkeypatch):
-    # With Rust sources present, the probe paths are checked against their .route(...) calls.
-    monkeypatch.delenv("ROUTES_FROM", raising=False)
-    for crate in ("shared", "data", "recommendation"):
-        src = repo / crate / "src"
-        if src.exists():
-            shutil.rmtree(src)
-    (repo / "data" / "src").mkdir(parents=True)
-    (repo / "data" / "src" / "main.rs").write_text(
-        'fn app() { Router::new().route("/data", get(data)).route("/healthz", get(h)); }\n', encoding="utf-8"
-    )
-    (repo / "recommendation" / "src").mkdir(parents=True)
-    (repo / "recommendation" / "src" / "main.rs").write_text(
-        'fn app() { Router::new().route("/recommend", get(r)).route("/healthz", get(h)).route("/readyz", get(r)); }\n',
-        encoding="utf-8",
-    )
-    # data has no /readyz route in this planted code, so its readiness probe must fail.
-    assert_fails(step_errors(repo, tmp_path, "consistency"), "Deployment/data: readinessProbe path '/readyz'")
+@pytest.fixture
+def openapi(tmp_path):
+    """Copies of the agents' OpenAPI documents to plant routes in: (directory, {agent: document})."""
+    dest = tmp_path / "openapi"
+    dest.mkdir()
+    docs = {}
+    for agent in run_checks.AGENTS:
+        with open(os.path.join(OPENAPI_DIR, agent + ".json"), encoding="utf-8") as fh:
+            docs[agent] = json.load(fh)
+    return dest, docs
+
+
+def consistency_with(repo, tmp_path, openapi):
+    dest, docs = openapi
+    for agent, doc in docs.items():
+        (dest / f"{agent}.json").write_text(json.dumps(doc), encoding="utf-8")
+    return step_errors(repo, tmp_path, "consistency", openapi_dir=str(dest))
+
+
+def test_consistency_takes_routes_from_openapi(repo, tmp_path, openapi):
+    # Without /readyz in data's document, data's readiness probe names no route.
+    del openapi[1]["data"]["paths"]["/readyz"]
+    assert_fails(consistency_with(repo, tmp_path, openapi), "Deployment/data: readinessProbe path '/readyz' is not a GET route")
+
+
+def test_consistency_refuses_a_policy_path_no_agent_serves(repo, tmp_path, openapi):
+    plant(repo, "istio/authorizationpolicy-data.yaml", 'paths: ["/data"]', 'paths: ["/data", "/datum"]')
+    assert_fails(consistency_with(repo, tmp_path, openapi), "AuthorizationPolicy/data: paths '/datum' (GET) is no route of data")
+
+
+def test_consistency_refuses_a_policy_method_the_path_is_not_served_with(repo, tmp_path, openapi):
+    plant(repo, "istio/authorizationpolicy-data.yaml", 'methods: ["GET"]', 'methods: ["POST"]')
+    assert_fails(consistency_with(repo, tmp_path, openapi), "paths '/data' (POST) is no route of data")
+
+
+def test_consistency_refuses_a_dapr_operation_no_agent_serves(repo, tmp_path, openapi):
+    plant(repo, "dapr/configuration.yaml", "- name: /data\n", "- name: /datum\n")
+    assert_fails(consistency_with(repo, tmp_path, openapi), "accessControl operation '/datum' (GET) for caller 'recommendation' is no route")
+
+
+def test_consistency_refuses_a_stale_closed_route(repo, tmp_path, openapi):
+    plant(repo, "istio/authorizationpolicy-data.yaml", "closed-routes: PUT /data,", "closed-routes: PUT /datum,")
+    assert_fails(consistency_with(repo, tmp_path, openapi), "names 'PUT /datum', which is no route of data",
+                 "PUT /data of the data agent is allowed by no rule")
+
+
+INSIGHTS = {"get": {"responses": {"200": {"description": "insights of one user"}}}}
+
+
+def test_consistency_refuses_a_route_its_policy_does_not_open(repo, tmp_path, openapi):
+    # A new route on data (as /openapi.json would list it) that no rule of data's ALLOW policy names.
+    openapi[1]["data"]["paths"]["/insights/users/{user}"] = INSIGHTS
+    assert_fails(consistency_with(repo, tmp_path, openapi), "GET /insights/users/{user} of the data agent is allowed by no rule")
+
+
+def test_consistency_matches_templates_to_policy_globs_and_compares_istio_with_dapr(repo, tmp_path, openapi):
+    openapi[1]["data"]["paths"]["/insights/users/{user}"] = INSIGHTS
+    # Istio opens it to recommendation with a prefix glob; Dapr does not yet, which the Istio+Dapr variant reports.
+    plant(repo, "istio/authorizationpolicy-data.yaml", 'paths: ["/data"]', 'paths: ["/data", "/insights/users/*"]')
+    errors = consistency_with(repo, tmp_path, openapi)
+    assert_fails(errors, "[deploy-istio-dapr] GET /insights/users/{user} of the data agent: Istio lets recommendation "
+                 "(ServiceAccount recommendation) call it, Dapr's accessControl does not")
+    assert not [e for e in errors if "allowed by no rule" in e or "is no route" in e], errors
+    # Dapr opening it too (one segment wildcard) makes the manifests consistent again.
+    plant(repo, "dapr/configuration.yaml", "- name: /data\n", "- name: /insights/users/*\n            httpVerb: [\"GET\"]\n            action: allow\n          - name: /data\n")
+    assert consistency_with(repo, tmp_path, openapi) == []
+
+
+def test_route_patterns():
+    import consistency as c
+
+    assert c.istio_overlaps("/insights/users/alice", "/insights/users/{user}")
+    assert not c.istio_overlaps("/insights/users/alice/x", "/insights/users/{user}")
+    assert c.istio_overlaps("/insights/users/*", "/insights/users/{user}")
+    assert c.istio_covers("/insights/users/*", "/insights/users/{user}")
+    assert c.istio_overlaps("/insights/users/al*", "/insights/users/{user}")
+    assert not c.istio_covers("/insights/users/al*", "/insights/users/{user}")
+    assert c.istio_overlaps("*/preferences", "/users/{user_id}/preferences")
+    assert c.istio_covers("*/preferences", "/users/{user_id}/preferences")
+    assert not c.istio_overlaps("/items*", "/insights/users/{user}")
+    assert not c.istio_covers("/insights/users/alice", "/insights/users/{user}")
+    assert c.istio_covers("/data", "/data") and not c.istio_overlaps("/data", "/data/x")
+    assert c._dapr_match("/insights/users/*", "/insights/users/{user}", every=True)
+    assert c._dapr_match("/insights/**", "/insights/users/{user}", every=True)
+    assert not c._dapr_match("/insights/*", "/insights/users/{user}", every=False)
+    assert c._dapr_match("/Data", "/data", every=True)
+    assert c._dapr_match("/insights/users/alice", "/insights/users/{user}", every=False)
+    assert not c._dapr_match("/insights/users/alice", "/insights/users/{user}", every=True)

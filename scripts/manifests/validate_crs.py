@@ -21,6 +21,10 @@ group and has no CRD in the directory is an error: nothing is left unvalidated.
 
 Usage: validate_crs.py --crd-dir DIR [--report-unevaluated] FILE...
 Exit 0 when every custom resource is valid.
+
+       validate_crs.py --crd-dir DIR --expect-invalid FILE...
+The negative check: exit 0 when every custom resource in the files is rejected by its CRD (scripts/ci/manifests.sh
+runs it on scripts/manifests/testdata/invalid-crs.yaml, so a CRD directory that catches nothing cannot pass).
 """
 
 from __future__ import annotations
@@ -316,7 +320,9 @@ def iter_docs(paths):
                     yield path, index, doc
 
 
-def validate(paths, crd_dir):
+def validate(paths, crd_dir, rejected=None):
+    """Errors of every custom resource in `paths`; `rejected`, when given, collects the resources that had a CRD
+    and failed against it (for --expect-invalid)."""
     crds = load_crds(crd_dir)
     if not crds:
         return [f"no CustomResourceDefinitions found under {crd_dir}"], CelStats(), 0
@@ -339,12 +345,31 @@ def validate(paths, crd_dir):
             errors.append(f"{where}: no served CRD for {api_version} {kind} in {crd_dir}")
             continue
         checked += 1
+        before = len(errors)
         for err in sorted(crd.validator().iter_errors(doc), key=lambda e: list(e.absolute_path)):
             loc = ".".join(str(p) for p in err.absolute_path) or "<root>"
             errors.append(f"{where}: {loc}: {err.message}")
-        check_durations(crd.schema, doc, "", errors)
+        check_durations(crd.schema, doc, where, errors)
         walk_cel(crd.schema, doc, where, runner, stats, errors)
+        if rejected is not None and len(errors) > before:
+            rejected.add(where)
     return errors, stats, checked
+
+
+def expect_invalid(paths, crd_dir):
+    """The negative check: every custom resource in `paths` is a known-bad one, and each must be rejected by its
+    CRD. A resource without a CRD does not count as rejected: the point is that the CRDs catch the fault."""
+    rejected: set[str] = set()
+    errors, _, _ = validate(paths, crd_dir, rejected)
+    wheres = [f"{p}#{i} {d.get('kind')}/{(d.get('metadata') or {}).get('name', '?')}"
+              for p, i, d in iter_docs(paths) if not is_builtin(d.get("apiVersion", ""))]
+    accepted = [w for w in wheres if w not in rejected]
+    for err in errors:
+        print(f"  rejected as expected: {err}")
+    for where in accepted:
+        print(f"FAIL {where}: a known-bad resource was not rejected by a CRD in {crd_dir}")
+    print(f"validate_crs --expect-invalid: {len(wheres) - len(accepted)} of {len(wheres)} known-bad resources rejected")
+    return 1 if accepted or not wheres else 0
 
 
 CEL_MACROS = {"has", "all", "exists", "exists_one", "map", "filter"}
@@ -394,6 +419,8 @@ def main(argv=None):
     parser.add_argument("--crd-dir", required=True)
     parser.add_argument("--report-unevaluated", action="store_true", help="list CEL rules that were not evaluated")
     parser.add_argument("--audit-cel", action="store_true", help="list the CRDs' CEL rules this tool cannot evaluate")
+    parser.add_argument("--expect-invalid", action="store_true",
+                        help="negative check: every custom resource in FILE is known-bad and must be rejected")
     parser.add_argument("files", nargs="*")
     args = parser.parse_args(argv)
     if not os.path.isdir(args.crd_dir):
@@ -403,6 +430,8 @@ def main(argv=None):
         return audit_cel(args.crd_dir)
     if not args.files:
         parser.error("no files to validate")
+    if args.expect_invalid:
+        return expect_invalid(args.files, args.crd_dir)
     errors, stats, checked = validate(args.files, args.crd_dir)
     for err in errors:
         print(f"FAIL {err}")

@@ -5,6 +5,8 @@
 #
 #   scripts/tools/install-daprd.sh                    # daprd; prints its path on the last stdout line
 #   scripts/tools/install-daprd.sh operator sentry    # the named commands; prints one path per line, in order
+#   scripts/tools/install-daprd.sh --source           # the github.com/dapr/dapr module's source directory (charts,
+#                                                     # CRDs) at the same version, downloaded into the Go module cache
 #
 # Why a build and not a download: on this project's machines only package registries are
 # reachable, and the Go module proxy serves dapr's source. We build it the way upstream's
@@ -34,6 +36,22 @@ DEST_DIR="$CACHE_ROOT/daprd-$DAPR_VERSION"
 MOD="github.com/dapr/dapr"
 
 log() { echo "install-daprd: $*" >&2; }
+
+# `go mod download -json` of dapr at DAPR_VERSION: the module lands in the Go module cache (verified against the
+# checksum database), and the JSON names its directory ("Dir") and commit ("Hash"). Run outside any module so
+# nothing's go.mod or go.sum is touched.
+download_module() {
+  (cd / && GOWORK=off go mod download -json "$MOD@v$DAPR_VERSION")
+}
+json_field() { sed -n "s/^[[:space:]]*\"$1\": \"\(.*\)\",\{0,1\}\$/\1/p" | head -n1; }
+
+if [[ "${1:-}" == --source ]]; then
+  command -v go >/dev/null || { log "go is not on PATH"; exit 1; }
+  src_dir="$(download_module | json_field Dir)"
+  [[ -n "$src_dir" && -f "$src_dir/go.mod" ]] || { log "$MOD@v$DAPR_VERSION could not be downloaded"; exit 1; }
+  echo "$src_dir"
+  exit 0
+fi
 
 commands=("$@")
 [[ ${#commands[@]} -gt 0 ]] || commands=(daprd)
@@ -94,9 +112,9 @@ export GOFLAGS="-buildvcs=false"
 export GOWORK=off
 
 log "fetching $MOD@v$DAPR_VERSION from the module proxy"
-info_json="$(go mod download -json "$MOD@v$DAPR_VERSION")"
-src_dir="$(printf '%s\n' "$info_json" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
-commit="$(printf '%s\n' "$info_json" | sed -n 's/^[[:space:]]*"Hash": "\(.*\)",\{0,1\}$/\1/p' | head -n1)"
+info_json="$(download_module)"
+src_dir="$(json_field Dir <<<"$info_json")"
+commit="$(json_field Hash <<<"$info_json")"
 [[ -f "$src_dir/go.mod" ]] || { log "no go.mod for $MOD@v$DAPR_VERSION in the module cache"; exit 1; }
 go_directive="$(awk '$1 == "go" { print $2; exit }' "$src_dir/go.mod")"
 

@@ -1,4 +1,5 @@
-//! The compiled binaries as a container runtime sees them: settings, exit statuses, signals, healthcheck.
+//! The compiled binaries as a container runtime sees them: settings, exit statuses, signals, healthcheck; and the
+//! `openapi` subcommand tools read the routes from.
 
 use std::{process::Command, time::Duration};
 
@@ -145,6 +146,7 @@ fn help_documents_every_setting_with_its_environment_variable() {
             assert!(help.contains(&format!("[env: {env}")), "{bin} --help does not document {env}:\n{help}");
         }
         assert!(help.contains("healthcheck"), "{bin} --help does not list the healthcheck subcommand");
+        assert!(help.contains("openapi"), "{bin} --help does not list the openapi subcommand");
     }
 }
 
@@ -159,6 +161,32 @@ fn healthcheck_subcommand_exits_0_when_healthy_and_1_when_nothing_listens() {
     let down =
         Command::new(binary("recommendation")).env_clear().env("PORT", &port).arg("healthcheck").output().unwrap();
     assert_eq!(down.status.code(), Some(1));
+}
+
+#[tokio::test]
+async fn openapi_subcommand_prints_what_the_running_agent_serves_at_openapi_json() {
+    for (bin, own_route) in [("data", "/data"), ("recommendation", "/recommend")] {
+        // Settings that would make serving fail (a port in use is not even tried): the subcommand neither binds nor
+        // waits for the sidecar.
+        let output = Command::new(binary(bin))
+            .env_clear()
+            .envs([("PORT", "1"), ("DAPR_HTTP_PORT", "1"), ("DAPR_WAIT_TIMEOUT", "1ms")])
+            .arg("openapi")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(0), "{bin} openapi: {stderr}");
+        let printed: serde_json::Value = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|err| panic!("{bin} openapi printed no JSON document ({err}): {stderr}"));
+
+        let agent = AgentProcess::start(bin, &[]);
+        let served: serde_json::Value =
+            client().get(format!("http://{}/openapi.json", agent.addr)).send().await.unwrap().json().await.unwrap();
+        assert_eq!(printed, served, "{bin} openapi differs from its /openapi.json");
+        for path in [own_route, "/healthz", "/readyz", "/metrics"] {
+            assert!(printed["paths"].get(path).is_some(), "{bin} openapi lacks {path}: {printed}");
+        }
+    }
 }
 
 #[test]

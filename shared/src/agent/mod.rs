@@ -8,6 +8,7 @@
 //! flush telemetry; exit 0, or 1 when the drain was cut short.
 
 mod healthcheck;
+mod openapi;
 mod router;
 mod runtime;
 mod shutdown;
@@ -56,6 +57,9 @@ pub enum Subcommand {
     /// Probe this agent's /healthz on PORT and exit 0 if healthy, 1 otherwise (for image HEALTHCHECKs without a
     /// shell).
     Healthcheck,
+    /// Print the OpenAPI document this agent serves at /openapi.json and exit, without serving (tools read the
+    /// agent's routes from it).
+    Openapi,
 }
 
 /// The command line of an agent binary: its settings, or a subcommand.
@@ -159,8 +163,10 @@ pub fn main<A: Agent>() -> ExitCode {
 
 async fn process<A: Agent>(command: Option<Subcommand>, config: A::Config) -> Result<ExitCode, BoxError> {
     let common = A::common(&config);
-    if command == Some(Subcommand::Healthcheck) {
-        return Ok(healthcheck::run(&common.server).await);
+    match command {
+        Some(Subcommand::Healthcheck) => return Ok(healthcheck::run(&common.server).await),
+        Some(Subcommand::Openapi) => return openapi::print::<A>(&config).await,
+        None => {}
     }
     let mut shutdown = Box::pin(shutdown::listen()?);
     let telemetry = obs::init(&common.telemetry, A::NAME)?;
