@@ -3,8 +3,8 @@
 # docs/tutorial.md says (Dapr's chart with deploy/dapr/helm-values.yaml, the app-token Secret, kubectl apply -k).
 #
 #   scripts/ci/dapr-cluster.sh                       brings up its own cluster instance (AGENT_MESH_CLUSTER, default
-#                                                    `dapr`) with `scripts/cluster.sh up --dapr` (plus --istio when
-#                                                    the Istio add-on exists), runs the checks, and takes it down
+#                                                    `dapr`) with `scripts/cluster.sh up --istio --dapr` (one cluster
+#                                                    for all checks), runs the checks, and takes it down
 #   KUBECONFIG=~/.kube/config scripts/ci/dapr-cluster.sh   the same checks against any cluster where Dapr (and Istio,
 #                                                    for 7) are installed as docs/tutorial.md says
 #
@@ -21,18 +21,21 @@
 #     data without it refused (401), with a wrong one 403; access control: PUT /data through Dapr refused (403),
 #     GET allowed, recommendation not invocable through Dapr (403)
 #  6. resiliency: data failing (FAULT_STATUS) -> one /recommend makes 1 + maxRetries attempts (dapr/resiliency.yaml),
-#     counted by data itself; graceful shutdown: a rolling restart of data under load fails no /recommend
-# deploy/istio-dapr (with DAPR_CLUSTER_WITH_ISTIO=1, which brings the cluster up with --istio too; reported as
-# skipped, never passed, without it):
+#     counted by data itself; graceful shutdown: a rolling restart of data under load (the window covers the
+#     whole rollout) fails no /recommend
+# deploy/istio-dapr, in the same namespace re-created with Istio's injection label (checks 0-6 run without it;
+# DAPR_CLUSTER_WITH_ISTIO=0 or a cluster without istiod: reported as skipped, never passed):
 #  7. both sidecars injected, pods Ready; /recommend through the ingress gateway; one mTLS layer per hop (Envoy
 #     stays off Dapr's port, Dapr's mTLS identifies the caller); PUT /data through Dapr refused, GET allowed;
-#     rolling restart of data under load with both sidecars, failed requests reported
+#     rolling restart of data under load with both sidecars fails no /recommend
 #
 # Another cluster needs the agents' images (agent-mesh/*:0.1.0), Redis (the image k8s/dapr/redis.yaml names), the probe image
 # (CLUSTER_PROBE_IMAGE, Fortio: scripts/cluster/images/fortio) and no namespace `agents`.
 #
-# Environment: DAPR_CLUSTER_WITH_ISTIO (1: also check 7), KUBECONFIG, CLUSTER_KUBECTL, CLUSTER_PROBE_IMAGE, DAPR_LOAD_SECONDS (each latency window and the
-# rollout load, default 20), AGENT_MESH_CLUSTER (own instance name, default dapr), AGENT_MESH_CACHE.
+# Environment: DAPR_CLUSTER_WITH_ISTIO (default 1; 0: no Istio, check 7 skipped), KUBECONFIG, CLUSTER_KUBECTL,
+# CLUSTER_PROBE_IMAGE, DAPR_LOAD_SECONDS (each latency window, default 20), DAPR_ROLLOUT_SECONDS (the load around a
+# rolling restart, default 90: it must outlast the rollout until the old pods are gone + 5 s, else the check fails),
+# AGENT_MESH_CLUSTER (own instance name, default dapr), AGENT_MESH_CACHE.
 # Last line: "dapr-cluster: N passed, M failed, K skipped"; exit 0 only when nothing failed.
 # `[ test ] && ok ... || not_ok ...` is used as if-then-else throughout: ok only echoes and cannot fail.
 # shellcheck disable=SC2015
@@ -113,6 +116,7 @@ forward() {
   # Locals are prefixed so that none of them shadows the caller's VAR (printf -v sets the innermost one in scope).
   local fw_target=$2 fw_port=$3 fw_ns=${4:-$NS} fw_out fw_deadline
   fw_out="$tmp/pf-$(date +%s%N).log"
+  : >"$fw_out"
   k -n "$fw_ns" port-forward "$fw_target" ":$fw_port" >"$fw_out" 2>&1 &
   background+=($!)
   fw_deadline=$((SECONDS + 30))
@@ -587,7 +591,8 @@ else
     for pod in $(pods "$app"); do
       spec=$(kn get pod "$pod" -o json)
       names=$(jq -r '[(.spec.initContainers // [])[].name, .spec.containers[].name] | map(select(. != "istio-init" and . != "istio-validation")) | sort | join(",")' <<<"$spec")
-      ready=$(jq -r '[.status.containerStatuses[], (.status.initContainerStatuses // [])[] | select(.name == "istio-proxy") | select(.ready)] | length' <<<"$spec")
+      # Envoy is a native sidecar (an init container that keeps running) from Kubernetes 1.33 on.
+      ready=$(jq -r '[.status.containerStatuses[], ((.status.initContainerStatuses // [])[] | select(.name == "istio-proxy")) | select(.ready)] | length' <<<"$spec")
       want=$(tr ',' '\n' <<<"$names" | grep -c .)
       [ "$names" = "$(printf '%s\n' "$app" daprd istio-proxy | sort | paste -sd,)" ] && [ "$ready" = "$want" ] \
         && ok "$pod: $names, all Ready" || not_ok "$pod: containers '$names', $ready of $want Ready"
@@ -595,7 +600,10 @@ else
   done
   probe_pod probe
   gw=$(k -n istio-system get service -l istio=ingressgateway -o jsonpath='{.items[0].metadata.name}')
-  calls_before=$(sum_metric recommendation 8000 '^data_calls_total\\{.*mode="dapr"')
+  # Under STRICT mTLS the API server's plain HTTP cannot reach the agents' port; Istio serves the app's metrics
+  # merged with Envoy's on 15020 (prometheus.io/* annotations rewritten by the injector).
+  dapr_calls() { sum_metric recommendation 15020 '^data_calls_total\\{.*mode="dapr"' /stats/prometheus; }
+  calls_before=$(dapr_calls)
   out=$(probe_get "http://recommendation.$NS.svc.cluster.local:8000/recommend")
   [ "$out" = "200 $CONTRACT" ] && ok "7. GET /recommend through the Service (meshed client) -> 200 contract" \
     || not_ok "7. /recommend through the Service -> $out"
@@ -607,18 +615,19 @@ else
   else
     not_ok "7. no ingress gateway Service (label istio=ingressgateway) in istio-system"
   fi
-  calls=$(( $(sum_metric recommendation 8000 '^data_calls_total\\{.*mode="dapr"') - calls_before ))
+  calls=$(( $(dapr_calls) - calls_before ))
   [ "$calls" -ge 1 ] && ok "7. recommendation reached data through Dapr (data_calls_total{mode=\"dapr\"} +$calls)" \
     || not_ok "7. data_calls_total{mode=\"dapr\"} did not grow"
   # One mTLS layer per hop: Envoy carries no byte of Dapr's sidecar-to-sidecar port; Dapr's mTLS does, and its
   # access control knows the caller.
-  envoy_cx() { metric "$1" 15090 "^envoy_cluster_upstream_cx_total\\{.*cluster_name=\"$2\"" /stats/prometheus; }
+  # Envoy's Prometheus stats leave per-cluster counters out, so they come from its admin endpoint: the cluster for
+  # data-dapr:50002 exists (istiod configures it; a captured connection would show as a host with cx_total > 0).
   rec_pod=$(pods recommendation | cut -d' ' -f1)
-  dapr_hop=$(envoy_cx "$rec_pod" 'outbound\\|50002\\|')
-  app_hop=$(sum_metric data 15090 '^envoy_cluster_upstream_cx_total\\{.*cluster_name="inbound\\|8000\\|' /stats/prometheus)
-  [ "$dapr_hop" = 0 ] && ok "7. recommendation's Envoy opened no connection to port 50002 (Dapr's hop bypasses it; Dapr's mTLS alone)" \
-    || not_ok "7. recommendation's Envoy carried $dapr_hop connections to 50002 (two mTLS layers)"
-  note "7. Envoy inbound|8000 connections on data (kubelet probes through 15020 excluded): $app_hop"
+  kn exec "$rec_pod" -c istio-proxy -- pilot-agent request GET clusters >"$tmp/clusters" 2>/dev/null || true
+  dapr_cluster=$(grep -c '^outbound|50002||data-dapr\.' "$tmp/clusters" || true)
+  dapr_hop=$(awk -F'::' '$1 ~ /^outbound\|50002\|/ && $3 == "cx_total" { s += $4 } END { printf "%d", s }' "$tmp/clusters")
+  [ "$dapr_cluster" -gt 0 ] && [ "$dapr_hop" = 0 ] && ok "7. recommendation's Envoy opened no connection to port 50002 (Dapr's hop bypasses it; Dapr's mTLS alone)" \
+    || not_ok "7. recommendation's Envoy: cluster outbound|50002||data-dapr $([ "$dapr_cluster" -gt 0 ] && echo present || echo absent), $dapr_hop connections through it (two mTLS layers)"
   sentry_mtls "7. " "$(pods data | cut -d' ' -f1)" data
   forward rd deployment/recommendation 3500
   out=$(http GET "http://127.0.0.1:$rd/v1.0/invoke/data/method/data")
