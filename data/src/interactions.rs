@@ -236,11 +236,11 @@ fn parse_row(
     let at = |field: &str| vec![json!("body"), json!("interactions"), json!(index), json!(field)];
     let Value::Object(fields) = row else {
         issues.push(*issue(
-            "model_type",
+            "model_attributes_type",
             vec![json!("body"), json!("interactions"), json!(index)],
-            "Input should be a valid dictionary or instance of Interaction",
+            "Input should be a valid dictionary or object to extract fields from",
             row.clone(),
-            Some(json!({"class_name": "Interaction"})),
+            None,
         ));
         return None;
     };

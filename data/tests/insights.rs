@@ -263,7 +263,7 @@ async fn bad_rows_are_all_reported_where_they_are_and_nothing_is_applied() {
             "string_type",
             "float_parsing",
             "int_from_float",
-            "model_type",
+            "model_attributes_type",
             "extra_forbidden",
         ]
     );
