@@ -327,7 +327,7 @@ async fn user_insights_through_dapr_keep_their_query_and_a_burst_of_batches_is_p
         published.contains(r#""insights_version":5"#),
         "one event for the burst, with the latest version: {published}"
     );
-    // Delivered to the recommendation agent's subscription once (whatever its answer to this payload).
+    // Delivered to the recommendation agent's subscription, whatever its answer to the new `insights_version` field.
     wait_until_async("the event is delivered", EVENT_BOUND, || async {
         let events = readyz_events(&mesh).await;
         ["success", "retry", "drop"].iter().map(|k| events[k].as_u64().unwrap_or(0)).sum::<u64>() >= 1
