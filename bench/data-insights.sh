@@ -10,7 +10,8 @@
 #
 # Settings (environment): RECSYS_ITEMS (100000), RECSYS_USERS (50000), RECSYS_INTERACTIONS (1000000),
 # RECSYS_SEED (2024), BENCH_DURATION (10, seconds per run), BENCH_CONNECTIONS (16), BENCH_THREADS (1),
-# BENCH_BATCH (500), BENCH_SETS ("default generated"). Needs wrk (Debian: apt-get install -y wrk) and curl.
+# BENCH_BATCH (500), BENCH_SETS ("default generated"), BENCH_RUST_LOG (info: as shipped, one JSON line per request,
+# written to a file). Needs wrk (Debian: apt-get install -y wrk) and curl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +24,7 @@ CONNECTIONS=${BENCH_CONNECTIONS:-16}
 THREADS=${BENCH_THREADS:-1}
 BATCH=${BENCH_BATCH:-500}
 SETS=${BENCH_SETS:-"default generated"}
+RUST_LOG_LEVEL=${BENCH_RUST_LOG:-info}
 BIN=target/release
 PORT=${BENCH_PORT:-18431}
 
@@ -71,8 +73,8 @@ load() {
         "http://127.0.0.1:$PORT" >"$WORK/wrk.txt"
     local rps p50 p99
     rps=$(awk '/^Requests\/sec/ { print $2 }' "$WORK/wrk.txt")
-    p50=$(awk '$1 == "50.000%" { print $2 }' "$WORK/wrk.txt")
-    p99=$(awk '$1 == "99.000%" { print $2 }' "$WORK/wrk.txt")
+    p50=$(awk '$1 == "50%" { print $2 }' "$WORK/wrk.txt")
+    p99=$(awk '$1 == "99%" { print $2 }' "$WORK/wrk.txt")
     printf '  %-34s %10s req/s   p50 %8s   p99 %8s\n' "$label" "$rps" "$p50" "$p99"
     grep -q "Non-2xx" "$WORK/wrk.txt" && { echo "bench: non-2xx answers:" >&2; cat "$WORK/wrk.txt" >&2; exit 1; }
     return 0
@@ -84,7 +86,7 @@ run_set() {
     echo "== $label"
     local started
     started=$(now_ms)
-    env "$@" PORT=$PORT BIND_ADDR=127.0.0.1 RUST_LOG=warn "$BIN/data" >"$WORK/data.log" 2>&1 &
+    env "$@" PORT=$PORT BIND_ADDR=127.0.0.1 RUST_LOG="$RUST_LOG_LEVEL" "$BIN/data" >"$WORK/data.log" 2>&1 &
     PID=$!
     local deadline=$((started + 120000))
     until curl -fsS -o /dev/null "http://127.0.0.1:$PORT/readyz" 2>/dev/null; do
