@@ -9,8 +9,8 @@
 //! 140 MiB for 1 M interactions), and a snapshot per batch means copying them whole on every `POST /interactions`,
 //! which costs far more than the apply itself and doubles the memory while it runs; keeping two copies and applying
 //! each batch twice (left-right) doubles the memory for good. Under the lock, readers wait at most for one batch of
-//! at most [`recsys::insights::MAX_BATCH`] rows: README "Insights under load" gives the measured times (a few
-//! milliseconds for a full batch on the 1 M set). `std`'s lock is used because no lock is held across an `.await`,
+//! at most [`recsys::insights::MAX_BATCH`] rows: README "Insights under load" gives the measured cost (a 500-row
+//! `POST /interactions` takes 15 ms p50 end to end on the 1 M set, lock included; each apply logs `locked_us`). `std`'s lock is used because no lock is held across an `.await`,
 //! and on Linux it stops admitting new readers while a writer waits, so a stream of reads cannot starve a batch.
 
 use std::{
