@@ -112,7 +112,7 @@ pub struct RecommendParams {
     pub limit: Option<i64>,
     /// A user id: the answer then adds `model` and `items`, recommended to that user by the model MODEL names,
     /// from the user's history and stored preferences (preferred categories come first in v1), and is recorded as
-    /// the user's last one.
+    /// the user's last one. `.` and `..` are refused (422): they cannot name a user in a URL path.
     #[param(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub user: Option<String>,
 }
@@ -288,7 +288,7 @@ pub async fn recommend(
     trace: TraceHeaders,
 ) -> Result<Response, ApiError> {
     let limit = query.optional_int("limit", LIMIT_RANGE).map_err(|issue| *issue);
-    let user = query.get("user").map(|raw| state::check_user_id(raw, "query", "user")).transpose();
+    let user = query.get("user").map(check_recommend_user).transpose();
     // Every invalid parameter is reported at once, in declaration order, as FastAPI does.
     let (limit, user) = match (limit, user) {
         (Ok(limit), Ok(user)) => (limit, user),
@@ -337,6 +337,24 @@ pub async fn recommend(
         recommendations_served: Some(served),
     };
     Ok(with_stale_headers(Json(body), stale_age.max(prediction.stale_age)))
+}
+
+/// Checks `?user=`: a user id, and not `.` or `..`, which the pattern allows but which cannot be a segment of the
+/// data agent's `/insights/users/{user}` path (URLs resolve them as dot segments).
+fn check_recommend_user(raw: &str) -> Result<String, ValidationErrorBody> {
+    let user = state::check_user_id(raw, "query", "user")?;
+    if user == "." || user == ".." {
+        return Err(ValidationErrorBody {
+            detail: vec![shared::fastapi::ValidationIssue {
+                kind: "value_error".to_owned(),
+                loc: vec![serde_json::json!("query"), serde_json::json!("user")],
+                msg: "Value error, a user id cannot be `.` or `..`".to_owned(),
+                input: Value::String(user),
+                ctx: Some(serde_json::json!({"error": {}})),
+            }],
+        });
+    }
+    Ok(user)
 }
 
 /// The answer, marked when it was built on a stale data answer `stale_age` old.

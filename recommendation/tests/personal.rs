@@ -6,7 +6,7 @@ use std::{
     collections::HashSet,
     net::SocketAddr,
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, OnceLock,
         atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::Duration,
@@ -64,9 +64,11 @@ struct Mesh {
 
 impl Mesh {
     async fn start() -> Self {
-        let dataset = default_dataset();
+        // Built once (a debug build takes a while), each test changing its own copy.
+        static BUILT: OnceLock<Insights> = OnceLock::new();
+        let built = BUILT.get_or_init(|| Insights::build(&default_dataset(), &Limits::default()));
         let data = Arc::new(FakeData {
-            insights: Mutex::new(Insights::build(&dataset, &Limits::default())),
+            insights: Mutex::new(built.clone()),
             insights_calls: AtomicUsize::new(0),
             failing: AtomicBool::new(false),
         });
@@ -127,7 +129,7 @@ fn ids(body: &Value) -> Vec<String> {
 
 /// Every item `user` interacted with in the default data set.
 fn history(user: &str) -> HashSet<String> {
-    let data = default_dataset();
+    let data = recsys::default_dataset();
     data.interactions()
         .iter()
         .filter(|i| data.users().id(i.user) == user)
@@ -325,4 +327,16 @@ async fn a_body_that_is_not_user_insights_is_a_bad_gateway() {
         (status, body["detail"].clone()),
         (StatusCode::BAD_GATEWAY, json!("The data agent returned an invalid response."))
     );
+}
+
+#[tokio::test]
+async fn dot_user_ids_are_refused_as_they_cannot_be_a_path_segment() {
+    let mesh = Mesh::start().await;
+    for user in [".", ".."] {
+        let request = Request::get(format!("/recommend?user={user}")).body(Body::empty()).unwrap();
+        let (status, _, body) = call(&mesh.agent(ModelName::V1), request).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(body["detail"][0]["loc"], json!(["query", "user"]));
+    }
+    assert_eq!(mesh.insights_calls(), 0);
 }
