@@ -323,6 +323,7 @@ pub async fn recommend(
     let items: Vec<RecommendedItem> = prediction.items.into_iter().map(RecommendedItem::from).collect();
     let last = serde_json::json!({
         "recommendation": "Based on data",
+        "data": data,
         "model": state.model,
         "items": items.iter().map(|item| item.id.as_str()).collect::<Vec<_>>(),
     });
