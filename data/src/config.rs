@@ -1,9 +1,12 @@
 //! The data agent's settings, read once at startup from flags and environment.
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, ValueEnum};
-use shared::{agent::CommonArgs, config::parse_duration};
+use shared::{
+    agent::CommonArgs,
+    config::{BadSetting, parse_duration, parse_positive_duration},
+};
 
 /// Every setting of the data agent.
 #[derive(Debug, Clone, Args)]
@@ -14,6 +17,20 @@ pub struct Config {
     /// Deliberate misbehaviour of `GET /data`, for demos and resilience tests; all off by default.
     #[command(flatten)]
     pub faults: FaultArgs,
+    /// The catalog and interactions to serve: a JSON Lines file (one `item` or `interaction` object per line; the
+    /// format is in the README, "The data set"). Unset: the built-in default data set
+    /// (480 items, 1 000 users, 30 000 interactions). A file with any bad line stops start-up with a message naming
+    /// the file and the line.
+    #[arg(long, env = "DATA_FILE")]
+    pub data_file: Option<PathBuf>,
+    /// When `POST /interactions` batches are announced: a `data-updated` event goes out once no batch came for
+    /// this long (one event per burst of batches, carrying the latest insights version).
+    #[arg(long, env = "EVENT_DEBOUNCE", default_value = "250ms", value_parser = parse_positive_duration)]
+    pub event_debounce: Duration,
+    /// Longest a burst of batches waits for its `data-updated` event, however steady the stream (at least
+    /// EVENT_DEBOUNCE).
+    #[arg(long, env = "EVENT_MAX_DELAY", default_value = "2s", value_parser = parse_positive_duration)]
+    pub event_max_delay: Duration,
 }
 /// Fault injection on `GET /data`. Every fault is off unless set; probes and docs are never affected.
 #[derive(Debug, Clone, Default, Args)]
@@ -47,8 +64,22 @@ pub enum FaultBody {
 }
 
 impl Config {
-    /// Settings for tests: loopback, ephemeral port, no faults, no sidecar.
+    /// Settings for tests: loopback, ephemeral port, no faults, no sidecar, the default data set.
     pub fn for_tests() -> Self {
-        Self { common: CommonArgs::for_tests(), faults: FaultArgs::default() }
+        Self {
+            common: CommonArgs::for_tests(),
+            faults: FaultArgs::default(),
+            data_file: None,
+            event_debounce: Duration::from_millis(250),
+            event_max_delay: Duration::from_secs(2),
+        }
+    }
+
+    /// Checks the settings that only make sense together.
+    pub fn check(&self) -> Result<(), BadSetting> {
+        if self.event_max_delay < self.event_debounce {
+            return Err(BadSetting::new("EVENT_MAX_DELAY", "must be at least EVENT_DEBOUNCE"));
+        }
+        Ok(())
     }
 }

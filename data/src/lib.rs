@@ -1,8 +1,18 @@
 //! The data agent: `GET /data` answers `{"processed_data":"some_insights"}`, byte for byte what the original
-//! FastAPI agent answers, plus health probes and API docs.
+//! FastAPI agent answers; it also holds a catalog and interactions (the default data set or `DATA_FILE`),
+//! processes them into insights for the recommendation agent (`GET /insights/users/{user}`, the contract between
+//! the two; `GET /insights`), serves the catalog (`GET /items`), takes new interactions (`POST /interactions`,
+//! announced with a debounced `data-updated` event), plus health probes and API docs.
+//!
+//! The insights are built once, before the listener is bound: until they are, nothing answers (not even
+//! `/readyz`), so no probe or caller can see the agent ready without them.
 
 pub mod config;
+pub mod debounce;
 pub mod faults;
+pub mod insights;
+pub mod interactions;
+pub mod items;
 pub mod publish;
 pub mod store;
 
@@ -12,7 +22,7 @@ use axum::{
     BoxError, Json, Router,
     extract::State,
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{get, post},
 };
 use serde::{Deserialize, Serialize};
 use shared::{
@@ -25,8 +35,11 @@ use tokio::net::TcpListener;
 use utoipa::{OpenApi, ToSchema};
 
 pub use config::Config;
+use debounce::{Debouncer, Timing};
 pub use faults::Faults;
-use publish::{EventOutcome, Publisher};
+use insights::InsightsStore;
+use publish::{DataUpdated, EventOutcome, Publisher};
+use recsys::LoadError;
 use store::{DataStore, Snapshot};
 
 /// Longest `processed_data` accepted by `PUT /data`, in characters.
@@ -47,17 +60,38 @@ pub struct AppState {
     faults: Arc<Faults>,
     store: DataStore,
     publisher: Option<Publisher>,
+    insights: InsightsStore,
+    /// Announces batches of interactions, debounced; `None` without a sidecar.
+    events: Option<Debouncer<(u64, TraceHeaders)>>,
 }
 
 impl AppState {
-    /// Builds the state from settings.
-    pub fn new(config: &Config) -> Self {
+    /// Builds the state from settings: loads `DATA_FILE` (or the default data set) and processes it. With a
+    /// sidecar configured, starts the task announcing batches, so it must then run within a Tokio runtime.
+    pub fn new(config: &Config) -> Result<Self, LoadError> {
+        let insights = InsightsStore::load(config.data_file.as_deref())?;
         let dapr = &config.common.dapr;
         let core = Core::new(&config.common, dapr.dapr_http_port);
         let publisher = core
             .sidecar()
             .map(|sidecar| Publisher::new(sidecar.clone(), dapr.pubsub_name.clone(), dapr.pubsub_topic.clone()));
-        Self { core, faults: Arc::new(Faults::new(config.faults.clone())), store: DataStore::default(), publisher }
+        let store = DataStore::default();
+        let timing = Timing { quiet: config.event_debounce, max_delay: config.event_max_delay };
+        let events = publisher.clone().map(|publisher| {
+            let store = store.clone();
+            Debouncer::spawn(timing, move |(version, trace): (u64, TraceHeaders)| {
+                let (publisher, snapshot) = (publisher.clone(), store.current());
+                async move {
+                    publisher.publish_insights(snapshot, version, &trace).await;
+                }
+            })
+        });
+        Ok(Self { core, faults: Arc::new(Faults::new(config.faults.clone())), store, publisher, insights, events })
+    }
+
+    /// The insights served.
+    pub fn insights(&self) -> &InsightsStore {
+        &self.insights
     }
 
     /// The fault injection in effect, with its count of `GET /data` requests.
@@ -73,15 +107,20 @@ impl AppState {
 
 impl Agent for AppState {
     const NAME: &'static str = "data";
-    const ABOUT: &'static str = "The data agent: serves processed insights at GET /data.";
+    const ABOUT: &'static str =
+        "The data agent: serves processed insights at GET /data and the recommender's insights at GET /insights.";
     type Config = Config;
 
     fn common(config: &Config) -> &CommonArgs {
         &config.common
     }
 
+    fn check(config: &Config) -> Result<(), shared::config::BadSetting> {
+        config.check()
+    }
+
     fn new(config: &Config) -> Result<Self, BoxError> {
-        Ok(Self::new(config))
+        Ok(Self::new(config)?)
     }
 
     fn core(&self) -> &Core {
@@ -93,7 +132,14 @@ impl Agent for AppState {
     }
 
     fn routes(&self) -> Router {
-        Router::new().route("/data", get(get_data).put(put_data)).with_state(self.clone())
+        Router::new()
+            .route("/data", get(get_data).put(put_data))
+            .route("/items", get(items::list_items))
+            .route("/items/{id}", get(items::get_item))
+            .route("/interactions", post(interactions::post_interactions))
+            .route("/insights", get(insights::summary))
+            .route("/insights/users/{user}", get(insights::user_insights))
+            .with_state(self.clone())
     }
 
     fn openapi() -> utoipa::openapi::OpenApi {
@@ -176,12 +222,19 @@ pub async fn put_data(
 /// The OpenAPI description of every route.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "data agent", description = "Serves processed insights to the recommendation agent."),
-    paths(get_data, put_data, shared::http::health::healthz, shared::http::health::readyz, shared::obs::metrics::metrics_handler),
-    components(schemas(DataBody, DataUpdate, UpdateBody, Snapshot, EventOutcome, shared::fastapi::errors::ErrorBody,
-        ValidationErrorBody)),
-    tags((name = "data", description = "Insights"), (name = "health", description = "Probes"),
-        (name = "observability", description = "Metrics")),
+    info(title = "data agent", description = "Serves processed insights to the recommendation agent: the catalog, \
+        the insights the models need per user, and new interactions that update them."),
+    paths(get_data, put_data, items::list_items, items::get_item, insights::user_insights, insights::summary,
+        interactions::post_interactions, shared::http::health::healthz, shared::http::health::readyz,
+        shared::obs::metrics::metrics_handler),
+    components(schemas(DataBody, DataUpdate, UpdateBody, Snapshot, EventOutcome, DataUpdated,
+        shared::fastapi::errors::ErrorBody, ValidationErrorBody, items::ItemsPage, recsys::Item,
+        interactions::InteractionBatch, interactions::BatchApplied, interactions::EventSchedule,
+        recsys::wire::NewInteraction, recsys::wire::UserInsights, recsys::wire::InsightsSummary)),
+    tags((name = "data", description = "The original insights"),
+        (name = "catalog", description = "The items recommended"),
+        (name = "insights", description = "What the recommender learns from interactions, and new interactions"),
+        (name = "health", description = "Probes"), (name = "observability", description = "Metrics")),
 )]
 pub struct ApiDoc;
 

@@ -19,6 +19,21 @@ pub enum EventOutcome {
     Disabled,
 }
 
+/// The `data` of a `data-updated` CloudEvent. `PUT /data` publishes `{"version","processed_data"}` exactly as
+/// before insights existed (subscribers that refuse unknown fields keep working); `POST /interactions` adds
+/// `insights_version`, the version of `GET /insights` after the batches announced, so a subscriber can tell which
+/// cached predictions are stale.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"version": 0, "processed_data": "some_insights", "insights_version": 3}))]
+pub struct DataUpdated {
+    /// The data served by `GET /data`, and its version.
+    #[serde(flatten)]
+    pub snapshot: Snapshot,
+    /// The insights' version, on events announcing new interactions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insights_version: Option<u64>,
+}
+
 /// Publisher of `data-updated` events.
 #[derive(Debug, Clone)]
 pub struct Publisher {
@@ -40,14 +55,31 @@ impl Publisher {
 
     /// Publishes `snapshot` (its JSON is the CloudEvent's `data`), continuing the caller's trace.
     pub async fn publish(&self, snapshot: &Snapshot, trace: &TraceHeaders) -> EventOutcome {
-        let event = serde_json::to_value(snapshot).expect("a snapshot is plain JSON");
-        match self.sidecar.publish(&self.pubsub, &self.topic, &event, trace.headers()).await {
+        self.send(&DataUpdated { snapshot: snapshot.clone(), insights_version: None }, trace).await
+    }
+
+    /// Publishes that the insights reached `insights_version`, with the current `snapshot`, continuing `trace`
+    /// (the trace of the latest batch of the burst announced).
+    pub async fn publish_insights(
+        &self,
+        snapshot: Snapshot,
+        insights_version: u64,
+        trace: &TraceHeaders,
+    ) -> EventOutcome {
+        self.send(&DataUpdated { snapshot, insights_version: Some(insights_version) }, trace).await
+    }
+
+    async fn send(&self, event: &DataUpdated, trace: &TraceHeaders) -> EventOutcome {
+        let data = serde_json::to_value(event).expect("an event is plain JSON");
+        let (version, insights_version) = (event.snapshot.version, event.insights_version);
+        match self.sidecar.publish(&self.pubsub, &self.topic, &data, trace.headers()).await {
             Ok(()) => {
-                tracing::info!(pubsub = %self.pubsub, topic = %self.topic, version = snapshot.version, "data change published");
+                tracing::info!(pubsub = %self.pubsub, topic = %self.topic, version, insights_version,
+                    "data change published");
                 EventOutcome::Published
             }
             Err(err) => {
-                tracing::warn!(pubsub = %self.pubsub, topic = %self.topic, version = snapshot.version, error = %err,
+                tracing::warn!(pubsub = %self.pubsub, topic = %self.topic, version, insights_version, error = %err,
                     "data change not published");
                 EventOutcome::Failed
             }

@@ -13,6 +13,8 @@ use crate::validate::{self, FieldError};
 
 /// A catalog item, as written in `DATA_FILE` and served by the data agent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(example = json!({"id": "books-001", "title": "Harbor Chronicles", "category": "books"})))]
 pub struct Item {
     /// Unique id, matching [`validate::ID_PATTERN`].
     pub id: String,

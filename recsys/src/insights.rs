@@ -345,7 +345,7 @@ impl Insights {
             return Err(QueryError::TooManyCategories);
         }
         for (index, category) in query.categories.iter().enumerate() {
-            validate::category(category).map_err(|error| QueryError::Category { index, error })?;
+            validate::asked_category(category).map_err(|error| QueryError::Category { index, error })?;
         }
         let profile = self.users.find(query.user).map(|user| &self.profiles[user.index()]);
         let seen = |item: ItemIdx| profile.is_some_and(|profile| profile.has(item));
@@ -699,11 +699,16 @@ mod tests {
         assert_eq!(insights.user_insights(&query("u1", MAX_LIMIT + 1, &[])), Err(QueryError::Limit));
         let many = vec!["c".to_owned(); MAX_CATEGORIES + 1];
         assert_eq!(insights.user_insights(&query("u1", 5, &many)), Err(QueryError::TooManyCategories));
-        let blank = vec!["books".to_owned(), " ".to_owned()];
+        let blank = vec!["books".to_owned(), String::new()];
         assert_eq!(
             insights.user_insights(&query("u1", 5, &blank)),
             Err(QueryError::Category { index: 1, error: FieldError::Empty })
         );
+        // A name no catalog category can have (padded) is asked like any other and matches nothing.
+        let padded = vec![" books".to_owned()];
+        let answer = insights.user_insights(&query("u1", 5, &padded)).unwrap();
+        assert_eq!(answer.popular_in.len(), 1);
+        assert!(answer.popular_in[0].items.is_empty());
     }
 
     #[test]

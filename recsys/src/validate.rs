@@ -90,6 +90,20 @@ pub fn category(value: &str) -> Result<(), FieldError> {
     text(value, MAX_CATEGORY_CHARS)
 }
 
+/// Checks a category a query asks for: 1 to [`MAX_CATEGORY_CHARS`] characters, the bound of a preferred category
+/// and nothing more. A name that breaks the catalog's other rules (padding, control characters) cannot be a
+/// category of the catalog, so it is answered with no items rather than refused: a preference stored under the
+/// looser rule must never make a user's recommendations fail.
+pub fn asked_category(value: &str) -> Result<(), FieldError> {
+    if value.is_empty() {
+        Err(FieldError::Empty)
+    } else if value.chars().count() > MAX_CATEGORY_CHARS {
+        Err(FieldError::TooLong { max: MAX_CATEGORY_CHARS })
+    } else {
+        Ok(())
+    }
+}
+
 /// Checks an interaction weight: finite, above 0, at most [`MAX_WEIGHT`].
 pub fn weight(value: f64) -> Result<(), FieldError> {
     if !value.is_finite() {
@@ -132,6 +146,9 @@ mod tests {
         assert_eq!(title("two\nlines"), Err(FieldError::Control));
         assert_eq!(category(&"é".repeat(40)), Ok(()), "characters are counted, not bytes");
         assert_eq!(category(&"é".repeat(41)), Err(FieldError::TooLong { max: 40 }));
+        assert_eq!(asked_category(" padded\t"), Ok(()), "asking is checked only for length");
+        assert_eq!(asked_category(""), Err(FieldError::Empty));
+        assert_eq!(asked_category(&"é".repeat(41)), Err(FieldError::TooLong { max: 40 }));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 /// An item offered as a candidate, with its popularity.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Candidate {
     /// Item id.
     pub id: String,
@@ -23,6 +24,7 @@ pub struct Candidate {
 
 /// An item often chosen together with one of the user's items.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Neighbour {
     /// Item id.
     pub id: String,
@@ -39,6 +41,7 @@ pub struct Neighbour {
 
 /// An item the user interacted with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HistoryItem {
     /// Item id.
     pub id: String,
@@ -56,6 +59,7 @@ pub struct HistoryItem {
 
 /// The neighbours of one item of the user's history.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Neighbours {
     /// The history item.
     pub item: String,
@@ -65,6 +69,7 @@ pub struct Neighbours {
 
 /// The most popular items of one category.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CategoryCandidates {
     /// The category, as requested (empty `items` when the catalog has no such category).
     pub category: String,
@@ -74,6 +79,7 @@ pub struct CategoryCandidates {
 
 /// Everything a model needs to recommend to one user, and nothing more. See the crate docs for the design.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UserInsights {
     /// The user.
     pub user: String,
@@ -96,6 +102,7 @@ pub struct UserInsights {
 
 /// One row of a batch of new interactions (`POST /interactions`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NewInteraction {
     /// User id.
@@ -111,6 +118,7 @@ pub struct NewInteraction {
 
 /// The state of a category in [`InsightsSummary`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CategorySummary {
     /// The category.
     pub category: String,
@@ -122,6 +130,7 @@ pub struct CategorySummary {
 
 /// What the insights hold, for people and dashboards rather than for models.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InsightsSummary {
     /// Version, as in [`UserInsights::version`].
     pub version: u64,

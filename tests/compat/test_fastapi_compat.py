@@ -165,3 +165,56 @@ def test_preference_validation_matches_fastapi(agents, path, body):
     our_status, our_body = get(ours.base + path, "PUT", body)
     their_status, their_body = get(theirs.base + path, "PUT", body)
     assert (our_status, json.loads(our_body)) == (their_status, json.loads(their_body))
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/items?offset=-1&limit=1001",
+        "/items?limit=0",
+        "/items?offset=first",
+        "/insights/users/bad%20id?limit=0&category=&category=" + "x" * 41,
+        "/insights/users/u1?limit=101",
+        "/insights/users/u1?limit=ten&category=books",
+        "/insights/users/u1?limit=5" + "".join(f"&category=c{n}" for n in range(11)),
+        "/insights/users/%ff",
+    ],
+)
+def test_recommender_query_validation_matches_fastapi(agents, path):
+    ours = agents(rust_agent, "data")
+    theirs = agents(python_agent, "fastapi_data")
+    our_status, our_body = get(ours.base + path)
+    their_status, their_body = get(theirs.base + path)
+    assert (our_status, json.loads(our_body)) == (their_status, json.loads(their_body))
+
+
+GOOD_ROW = {"user": "u1", "item": "books-001", "weight": 1}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"interactions": [GOOD_ROW, {"user": "u 2", "item": "no-such-item", "weight": 0}]},
+        {"interactions": [{"user": "u3", "item": "books-002", "weight": 1001, "time": 1700000000000, "wieght": 1}]},
+        {"interactions": [{"item": 5, "weight": "heavy", "time": 1.5}, "not a row"], "extra": True},
+        {"interactions": [{"user": "u1", "item": "bad id", "weight": -1, "time": -5}]},
+        {"interactions": [{"user": 7, "item": "books-001", "weight": None, "time": "soon"}]},
+        {"interactions": [{"user": "u1", "item": "books-001", "weight": "1e9", "time": "17_000"}]},
+        {"interactions": [{"user": "u1", "item": "books-001", "weight": "NaN"}]},
+        {"interactions": [{"user": "u1", "item": "books-001", "weight": [1], "time": {}}]},
+        {"interactions": []},
+        {"interactions": [GOOD_ROW] * 1001},
+        {"interactions": GOOD_ROW},
+        {},
+        [GOOD_ROW],
+        "text",
+    ],
+)
+def test_interaction_batch_validation_matches_fastapi(agents, body):
+    # 1001 rows need more than the default 64 KiB body bound.
+    ours = agents(rust_agent, "data", {"MAX_BODY_BYTES": "1048576"})
+    theirs = agents(python_agent, "fastapi_data")
+    raw = json.dumps(body).encode()
+    our_status, our_body = get(ours.base + "/interactions", "POST", raw)
+    their_status, their_body = get(theirs.base + "/interactions", "POST", raw)
+    assert (our_status, json.loads(our_body)) == (their_status, json.loads(their_body))

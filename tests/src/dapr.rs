@@ -172,6 +172,8 @@ pub struct MeshOptions {
     pub data_stand_in_port: Option<u16>,
     /// Extra environment for the recommendation agent.
     pub reco_env: Vec<(String, String)>,
+    /// Extra environment for the data agent.
+    pub data_env: Vec<(String, String)>,
 }
 
 /// Redis, two sidecars and the agents behind them.
@@ -220,7 +222,9 @@ impl Mesh {
         let data_sidecar = start_daprd(&tools, &dir.0, "data", data_port, [d1, d2, d3, d4]);
         let reco_sidecar = start_daprd(&tools, &dir.0, "recommendation", reco_port, [r1, r2, r3, r4]);
 
-        let data = options.data_stand_in_port.is_none().then(|| start_data(data_port, data_sidecar.http_port));
+        let data_env = options.data_env.clone();
+        let data =
+            options.data_stand_in_port.is_none().then(|| start_data(data_port, data_sidecar.http_port, &data_env));
         let reco_sidecar_port = reco_sidecar.http_port.to_string();
         let reco_port_text = reco_port.to_string();
         let mut reco_env: Vec<(&str, &str)> = vec![
@@ -283,7 +287,7 @@ impl Mesh {
     /// Starts the data agent again on its port.
     pub async fn restart_data(&mut self) {
         let (port, sidecar) = (self.data_port, self.data_sidecar.http_port);
-        let data = tokio::task::spawn_blocking(move || start_data(port, sidecar)).await.expect("data starts");
+        let data = tokio::task::spawn_blocking(move || start_data(port, sidecar, &[])).await.expect("data starts");
         self.data = Some(data);
     }
 
@@ -311,18 +315,17 @@ impl Drop for Mesh {
     }
 }
 
-fn start_data(port: u16, sidecar_port: u16) -> AgentProcess {
-    AgentProcess::start_within(
-        "data",
-        &[
-            ("PORT", &port.to_string()),
-            ("DAPR_HTTP_PORT", &sidecar_port.to_string()),
-            ("DAPR_API_TOKEN", DAPR_API_TOKEN),
-            ("APP_API_TOKEN", APP_API_TOKEN),
-            ("DAPR_WAIT_TIMEOUT", "60s"),
-        ],
-        START_BOUND,
-    )
+fn start_data(port: u16, sidecar_port: u16, extra: &[(String, String)]) -> AgentProcess {
+    let (port, sidecar_port) = (port.to_string(), sidecar_port.to_string());
+    let mut env: Vec<(&str, &str)> = vec![
+        ("PORT", &port),
+        ("DAPR_HTTP_PORT", &sidecar_port),
+        ("DAPR_API_TOKEN", DAPR_API_TOKEN),
+        ("APP_API_TOKEN", APP_API_TOKEN),
+        ("DAPR_WAIT_TIMEOUT", "60s"),
+    ];
+    env.extend(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    AgentProcess::start_within("data", &env, START_BOUND)
 }
 
 /// The directories of Dapr resources a self-hosted sidecar loads, as the compose `dapr` profile mounts them: the

@@ -90,7 +90,7 @@ pub async fn bind(addr: Option<SocketAddr>) -> TcpListener {
 
 /// Serves a data agent on `listener`.
 pub async fn spawn_data_on(listener: TcpListener, config: data::Config) -> RunningAgent {
-    let state = data::AppState::new(&config);
+    let state = data::AppState::new(&config).expect("the data set loads");
     let health = state.health().clone();
     spawn_with(listener, health, move |l, stopped| async move {
         data::run(l, state, async move {
@@ -115,7 +115,7 @@ pub async fn spawn_faulty_data(faults: data::config::FaultArgs) -> (RunningAgent
 /// Serves a data agent with `config` on a fresh loopback port; the returned handle counts the `GET /data` requests
 /// it saw.
 pub async fn spawn_counted_data(config: data::Config) -> (RunningAgent, Arc<data::Faults>) {
-    let state = data::AppState::new(&config);
+    let state = data::AppState::new(&config).expect("the data set loads");
     let seen = state.faults().clone();
     let health = state.health().clone();
     let agent = spawn_with(bind(None).await, health, move |l, stopped| async move {

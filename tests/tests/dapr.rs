@@ -269,6 +269,7 @@ async fn resiliency_retries_a_failing_data_agent() {
         data_stand_in_port: Some(stand_in.addr.port()),
         // The agent's own retries (if any) are off: every retry seen here is the sidecar's.
         reco_env: vec![("DATA_RETRIES".into(), "0".into())],
+        ..MeshOptions::default()
     });
 
     let started = Instant::now();
@@ -319,4 +320,60 @@ async fn new_interactions_reach_cached_predictions_through_pub_sub() {
     let (_, new_generation) =
         get_text(&mesh.reco_sidecar.url("/v1.0/state/statestore/predictions-generation"), &[DAPR]).await;
     assert_ne!(new_generation, generation, "the event started a new generation");
+}
+
+#[tokio::test]
+#[ignore = "needs daprd and redis-server: scripts/dapr-test.sh runs it"]
+async fn user_insights_through_dapr_keep_their_query_and_a_burst_of_batches_is_published_once() {
+    let mut mesh = mesh!(MeshOptions {
+        // A quiet window no burst below can outlast on a loaded machine, so exactly one event is due.
+        data_env: vec![("EVENT_DEBOUNCE".into(), "3s".into()), ("EVENT_MAX_DELAY".into(), "20s".into())],
+        ..MeshOptions::default()
+    });
+    mesh.wait_subscribed().await;
+
+    // The contract route through the recommendation sidecar: Dapr forwards the query string (repeated keys too).
+    let query = "insights/users/u1?limit=5&category=books&category=music";
+    let (status, direct) = get_text(&mesh.data_url(&format!("/{query}")), &[APP]).await;
+    assert_eq!(status, StatusCode::OK, "{direct}");
+    let via_dapr = mesh.reco_sidecar.url(&format!("/v1.0/invoke/data/method/{query}"));
+    let (status, invoked) = get_text(&via_dapr, &[DAPR]).await;
+    assert_eq!((status, &invoked), (StatusCode::OK, &direct));
+    let answer: Value = serde_json::from_str(&invoked).unwrap();
+    assert_eq!(answer["popular"].as_array().unwrap().len(), 5, "limit reached the app");
+    assert_eq!(answer["popular_in"][1]["category"], "music", "both categories reached the app");
+
+    // A burst of batches: each applied at once, announced by one event with the latest version.
+    let page: Value = serde_json::from_str(&get_text(&mesh.data_url("/items?limit=5"), &[APP]).await.1).unwrap();
+    for (n, item) in page["items"].as_array().unwrap().iter().enumerate() {
+        let batch = json!({"interactions": [{"user": "u1", "item": item["id"], "weight": 1}]});
+        let response =
+            client().post(mesh.data_url("/interactions")).header(APP.0, APP.1).json(&batch).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let applied: Value = response.json().await.unwrap();
+        assert_eq!(applied, json!({"applied": 1, "new_users": 0, "version": n + 1, "event": "scheduled"}));
+    }
+    let data = mesh.data.take().expect("the data agent runs");
+    let deadline = Instant::now() + EVENT_BOUND;
+    let published = loop {
+        let line = data
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("the data agent logs the publication within the bound");
+        if line.contains("data change published") {
+            break line;
+        }
+        assert!(!line.contains("data change not published"), "the sidecar refused the event: {line}");
+    };
+    // The first event published already has version 5: batches 1 to 4 were not announced on their own.
+    assert!(
+        published.contains(r#""insights_version":5"#),
+        "one event for the burst, with the latest version: {published}"
+    );
+    // Delivered to the recommendation agent's subscription once (whatever its answer to this payload).
+    wait_until_async("the event is delivered", EVENT_BOUND, || async {
+        let events = readyz_events(&mesh).await;
+        ["success", "retry", "drop"].iter().map(|k| events[k].as_u64().unwrap_or(0)).sum::<u64>() >= 1
+    })
+    .await;
 }

@@ -1,0 +1,269 @@
+//! The insights the data agent serves (`GET /insights`, `GET /insights/users/{user}`) and where they live.
+//!
+//! [`InsightsStore`] holds one [`recsys::Insights`], built once at start-up from `DATA_FILE` or the default data
+//! set, behind a `std::sync::RwLock`. Reads (`user_insights`, about 60 µs on the default set and 120 µs on a
+//! 1 M-interaction set) hold the read lock; a batch of new interactions is applied on the blocking pool under the
+//! write lock, all or nothing, so a reader sees a batch entirely or not at all.
+//!
+//! Why a lock rather than an immutable snapshot swapped in with `arc-swap`: the insights are not small (about
+//! 140 MiB for 1 M interactions), and a snapshot per batch means copying them whole on every `POST /interactions`,
+//! which costs far more than the apply itself and doubles the memory while it runs; keeping two copies and applying
+//! each batch twice (left-right) doubles the memory for good. Under the lock, readers wait at most for one batch of
+//! at most [`recsys::insights::MAX_BATCH`] rows: README "Insights under load" gives the measured times (a few
+//! milliseconds for a full batch on the 1 M set). `std`'s lock is used because no lock is held across an `.await`,
+//! and on Linux it stops admitting new readers while a writer waits, so a stream of reads cannot starve a batch.
+
+use std::{
+    path::Path,
+    sync::{Arc, OnceLock, PoisonError, RwLock},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use axum::{
+    Json,
+    extract::{RawQuery, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use recsys::{
+    Applied, BatchError, Catalog, Insights, Limits, LoadError, UserQuery,
+    insights::{MAX_CATEGORIES, MAX_LIMIT},
+    validate::{self, MAX_CATEGORY_CHARS},
+    wire::{InsightsSummary, NewInteraction, UserInsights},
+};
+use serde_json::{Value, json};
+use shared::fastapi::{LossyPathParams, QueryParams, ValidationErrorBody, ValidationIssue, errors::ErrorBody};
+use utoipa::IntoParams;
+
+use crate::AppState;
+
+/// `limit` when a request gives none: the recommendation agent's default number of recommendations.
+pub const DEFAULT_LIMIT: usize = 10;
+
+/// The insights of the data set being served, shared by every request.
+#[derive(Debug, Clone)]
+pub struct InsightsStore {
+    insights: Arc<RwLock<Insights>>,
+    catalog: Arc<Catalog>,
+}
+
+/// The default data set's insights, built once per process: test suites start many data agents.
+fn default_insights() -> &'static Insights {
+    static DEFAULT: OnceLock<Insights> = OnceLock::new();
+    DEFAULT.get_or_init(|| Insights::build(&recsys::default_dataset(), &Limits::default()))
+}
+
+impl InsightsStore {
+    /// Loads `data_file` (the default data set when `None`) and processes it into insights. A bad file is refused
+    /// whole, with the file and line in the error.
+    pub fn load(data_file: Option<&Path>) -> Result<Self, LoadError> {
+        let started = Instant::now();
+        let insights = match data_file {
+            None => default_insights().clone(),
+            Some(path) => Insights::build(&recsys::load(path)?, &Limits::default()),
+        };
+        tracing::info!(
+            source = data_file.map_or_else(|| "default data set".to_owned(), |p| p.display().to_string()),
+            items = insights.catalog().len(),
+            users = insights.users().len(),
+            interactions = insights.interactions(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "insights built"
+        );
+        Ok(Self::new(insights))
+    }
+
+    /// A store holding `insights`.
+    pub fn new(insights: Insights) -> Self {
+        Self { catalog: Arc::clone(insights.catalog()), insights: Arc::new(RwLock::new(insights)) }
+    }
+
+    /// The catalog (it never changes while the process runs, so reading it takes no lock).
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
+
+    /// Runs `read` on the current insights. A panic in an earlier apply cannot leave them half-changed (apply
+    /// checks the whole batch before changing anything), so a poisoned lock is still read.
+    pub fn read<R>(&self, read: impl FnOnce(&Insights) -> R) -> R {
+        read(&self.insights.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Applies a batch on the blocking pool (a full batch takes milliseconds on a large set, too long for an
+    /// async worker), all or nothing. Rows without a time get the current time.
+    pub async fn apply(&self, batch: Vec<NewInteraction>) -> Result<Applied, BatchError> {
+        let insights = Arc::clone(&self.insights);
+        let task = tokio::task::spawn_blocking(move || {
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs();
+            let started = Instant::now();
+            let applied = insights.write().unwrap_or_else(PoisonError::into_inner).apply(&batch, now);
+            (applied, started.elapsed())
+        });
+        let (applied, took) = task.await.expect("applying a batch does not panic");
+        if let Ok(applied) = &applied {
+            tracing::info!(
+                version = applied.version,
+                interactions = applied.interactions,
+                new_users = applied.new_users,
+                locked_us = took.as_micros() as u64,
+                "interactions applied"
+            );
+        }
+        applied
+    }
+}
+
+/// Query parameters of `GET /insights/users/{user}` (documentation; parsing is in the handler, since `category`
+/// repeats).
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UserInsightsParams {
+    /// How many candidates each popularity list holds: the number of recommendations wanted.
+    #[param(minimum = 1, maximum = 100, default = 10)]
+    pub limit: Option<i64>,
+    /// A preferred category (repeat the parameter for several, at most 10; each 1 to 40 characters); `popular_in`
+    /// answers each once, in the order given. A category the catalog does not have gets an empty list.
+    #[param(max_items = 10)]
+    pub category: Option<Vec<String>>,
+}
+
+/// Query parameters of `GET /insights` (documentation).
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SummaryParams {
+    /// How many of the most popular items to list, overall and per category.
+    #[param(minimum = 1, maximum = 100, default = 10)]
+    pub limit: Option<i64>,
+}
+
+fn query_issue(kind: &str, loc: Vec<Value>, msg: String, input: Value, ctx: Value) -> ValidationIssue {
+    ValidationIssue { kind: kind.to_owned(), loc, msg, input, ctx: Some(ctx) }
+}
+
+/// A user id from the path, with FastAPI's 422 when it breaks [`validate::ID_PATTERN`].
+pub fn path_id(path: &LossyPathParams, name: &str) -> Result<String, Box<ValidationIssue>> {
+    let raw = path.get(name).unwrap_or_default();
+    match validate::id(raw) {
+        Ok(()) => Ok(raw.to_owned()),
+        Err(_) => Err(Box::new(pattern_issue(vec![json!("path"), json!(name)], raw))),
+    }
+}
+
+/// pydantic's `string_pattern_mismatch` for an id.
+pub fn pattern_issue(loc: Vec<Value>, raw: &str) -> ValidationIssue {
+    query_issue(
+        "string_pattern_mismatch",
+        loc,
+        format!("String should match pattern '{}'", validate::ID_PATTERN),
+        Value::String(raw.to_owned()),
+        json!({"pattern": validate::ID_PATTERN}),
+    )
+}
+
+/// The `limit` query parameter, 1 to 100, [`DEFAULT_LIMIT`] when absent.
+pub fn limit_param(query: &QueryParams) -> Result<usize, Box<ValidationIssue>> {
+    let limit = query.optional_int("limit", 1..=MAX_LIMIT as i64)?;
+    Ok(limit.map_or(DEFAULT_LIMIT, |n| n as usize))
+}
+
+/// Every `category` of the raw query, in order, each checked as pydantic checks a `list[constr(min_length=1,
+/// max_length=40)]` with `max_length=10`.
+fn categories_param(raw: &str) -> Result<Vec<String>, Vec<ValidationIssue>> {
+    let categories: Vec<String> = form_urlencoded::parse(raw.as_bytes())
+        .filter(|(name, _)| name == "category")
+        .map(|(_, value)| value.into_owned())
+        .collect();
+    if categories.len() > MAX_CATEGORIES {
+        return Err(vec![query_issue(
+            "too_long",
+            vec![json!("query"), json!("category")],
+            format!("List should have at most {MAX_CATEGORIES} items after validation, not {}", categories.len()),
+            json!(categories),
+            json!({"field_type": "List", "max_length": MAX_CATEGORIES, "actual_length": categories.len()}),
+        )]);
+    }
+    let issues: Vec<ValidationIssue> = categories
+        .iter()
+        .enumerate()
+        .filter_map(|(index, category)| {
+            let loc = vec![json!("query"), json!("category"), json!(index)];
+            let input = Value::String(category.clone());
+            if category.is_empty() {
+                Some(query_issue(
+                    "string_too_short",
+                    loc,
+                    "String should have at least 1 character".to_owned(),
+                    input,
+                    json!({"min_length": 1}),
+                ))
+            } else if category.chars().count() > MAX_CATEGORY_CHARS {
+                Some(query_issue(
+                    "string_too_long",
+                    loc,
+                    format!("String should have at most {MAX_CATEGORY_CHARS} characters"),
+                    input,
+                    json!({"max_length": MAX_CATEGORY_CHARS}),
+                ))
+            } else {
+                None
+            }
+        })
+        .collect();
+    if issues.is_empty() { Ok(categories) } else { Err(issues) }
+}
+
+/// Everything a model needs to recommend to one user: the contract between the data and recommendation agents
+/// (see the recsys crate docs). A user never seen is not an error: the answer is a cold user's (`interacted` 0,
+/// no history), so the recommendation agent falls back to popularity.
+#[utoipa::path(get, path = "/insights/users/{user}", tag = "insights",
+    params(("user" = String, Path, description = "User id", pattern = "^[A-Za-z0-9._-]{1,64}$"), UserInsightsParams),
+    responses(
+        (status = 200, description = "The user's history, the popular items they have not seen (overall and in each \
+            category asked for) and the neighbours of their latest items", body = UserInsights),
+        (status = 422, description = "Invalid user id, limit or category", body = ValidationErrorBody),
+    ))]
+pub async fn user_insights(
+    State(state): State<AppState>,
+    path: LossyPathParams,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<UserInsights>, ValidationErrorBody> {
+    let raw = raw.unwrap_or_default();
+    let query = QueryParams::parse(&raw);
+    // Every invalid input is reported at once, path first, then the query in declaration order, as FastAPI does.
+    let (user, limit, categories) = match (path_id(&path, "user"), limit_param(&query), categories_param(&raw)) {
+        (Ok(user), Ok(limit), Ok(categories)) => (user, limit, categories),
+        (user, limit, categories) => {
+            let mut detail: Vec<ValidationIssue> =
+                user.err().into_iter().chain(limit.err()).map(|issue| *issue).collect();
+            detail.extend(categories.err().unwrap_or_default());
+            return Err(ValidationErrorBody { detail });
+        }
+    };
+    let query = UserQuery { user: &user, limit, categories: &categories };
+    let answer = state.insights.read(|insights| insights.user_insights(&query));
+    // Every rule user_insights enforces was checked above with FastAPI's shapes.
+    Ok(Json(answer.expect("the query was validated")))
+}
+
+/// What the insights hold: counts, and the most popular items overall and per category.
+#[utoipa::path(get, path = "/insights", tag = "insights", params(SummaryParams),
+    responses(
+        (status = 200, description = "The insights' version, counts and most popular items", body = InsightsSummary),
+        (status = 422, description = "Invalid limit", body = ValidationErrorBody),
+    ))]
+pub async fn summary(
+    State(state): State<AppState>,
+    query: QueryParams,
+) -> Result<Json<InsightsSummary>, ValidationErrorBody> {
+    let limit = limit_param(&query).map_err(|issue| ValidationErrorBody { detail: vec![*issue] })?;
+    Ok(Json(state.insights.read(|insights| insights.summary(limit))))
+}
+
+/// The answer when the insights have no room for a batch's new users (the bound of `recsys::Limits`).
+pub fn no_room(max: usize) -> Response {
+    let detail = format!("No room for new users: the data agent keeps at most {max}");
+    shared::fastapi::Failure::attach(
+        (StatusCode::INSUFFICIENT_STORAGE, Json(ErrorBody::new(detail))).into_response(),
+        "batch refused: user bound reached",
+    )
+}
