@@ -76,6 +76,9 @@ pub struct DataUpdated {
     /// The new seed answer, when the change was a `PUT /data`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub processed_data: Option<String>,
+    /// The insights' version, when the change was new interactions (`POST /interactions`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insights_version: Option<u64>,
 }
 
 /// Counts of delivery answers since start, shown in the readiness body.
@@ -182,7 +185,12 @@ async fn handle(state: &AppState, trace: &TraceHeaders, body: &[u8]) -> Delivery
             DeliveryStatus::Retry
         }
         Ok(_) => {
-            tracing::info!(event_id = id, version = update.version, "data updated; cache refreshed");
+            tracing::info!(
+                event_id = id,
+                version = update.version,
+                insights_version = update.insights_version,
+                "data updated; cached predictions dropped and data answer refreshed"
+            );
             DeliveryStatus::Success
         }
         Err(err) => {
