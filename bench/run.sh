@@ -8,6 +8,10 @@
 #   logs      defaults without metrics (METRICS_ENABLED=false), and
 #   metrics   minimal with metrics on (RUST_LOG=warn): to see which half of the telemetry costs what
 #   silent    no telemetry at all (RUST_LOG=off, METRICS_ENABLED=false): the agents' own stack
+#   v1, v2    defaults, MODEL=v1 or v2, driving GET /recommend?user=u<1..1000>&limit=10 (bench/users.lua) instead:
+#             a personal recommendation per request (user's insights from data, the model), prediction cache off
+#             as it is by default without a sidecar
+#   v1c, v2c  the same with PREDICTION_CACHE_TTL=60s (after the warm-up, most requests are cache hits)
 # Modes are interleaved round by round, because the machine is shared: each figure is the median over rounds, and a
 # mode's cost is the median of its per-round throughput loss against `minimal` in the same round.
 #
@@ -92,7 +96,7 @@ start_mode() {
             run_logged "$log-reco.log" "$BIN/examples/bare_chain" recommend "$reco_port" "http://127.0.0.1:$data_port"
             RECO_PID=$LAST_PID
             ;;
-        minimal | defaults | otel | logs | metrics | silent)
+        minimal | defaults | otel | logs | metrics | silent | v1 | v2 | v1c | v2c)
             local extra=()
             if [[ $mode == minimal ]]; then
                 extra=(RUST_LOG=warn METRICS_ENABLED=false)
@@ -102,6 +106,10 @@ start_mode() {
                 extra=(METRICS_ENABLED=false)
             elif [[ $mode == metrics ]]; then
                 extra=(RUST_LOG=warn)
+            elif [[ $mode == v1 || $mode == v2 ]]; then
+                extra=(MODEL="$mode")
+            elif [[ $mode == v1c || $mode == v2c ]]; then
+                extra=(MODEL="${mode%c}" PREDICTION_CACHE_TTL=60s)
             elif [[ $mode == otel ]]; then
                 sink_port=$(free_port)
                 "$BIN/examples/bare_chain" otlp-sink "$sink_port" >/dev/null 2>&1 &
@@ -160,11 +168,13 @@ printf 'mode\tround\trequests_per_s\tp50_ms\tp99_ms\tnon_2xx\tdata_rss_mib(cur/p
 for round in $(seq 1 "$ROUNDS"); do
     for mode in $MODES; do
         start_mode "$mode" "$round"
-        wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" "$RECO_URL" >/dev/null
+        script=()
+        [[ $mode == v[12]* ]] && script=(-s bench/users.lua)
+        wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" "${script[@]}" "$RECO_URL" >/dev/null
         raw="$OUT/$mode-$round-wrk.txt"
         data_cpu=$(cpu_ticks "$DATA_PID")
         reco_cpu=$(cpu_ticks "$RECO_PID")
-        wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "$RECO_URL" >"$raw"
+        wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "${script[@]}" "$RECO_URL" >"$raw"
         requests=$(awk '/requests in/ {print $1}' "$raw")
         data_cpu=$(cpu_us "$data_cpu" "$(cpu_ticks "$DATA_PID")" "$requests")
         reco_cpu=$(cpu_us "$reco_cpu" "$(cpu_ticks "$RECO_PID")" "$requests")

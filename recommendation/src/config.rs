@@ -3,6 +3,7 @@
 use std::{fmt, time::Duration};
 
 use clap::{Args, ValueEnum};
+use recsys::ModelName;
 use shared::{
     agent::CommonArgs,
     config::{BadSetting, parse_duration, parse_positive_duration},
@@ -22,6 +23,48 @@ pub struct Config {
     /// Per-user state and the data cache.
     #[command(flatten)]
     pub state: StateArgs,
+    /// The recommendation model and its prediction cache.
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+/// Which model recommends, and how long its predictions are reused.
+#[derive(Debug, Clone, Args)]
+pub struct ModelArgs {
+    /// The model behind `/recommend?user=`: `v1` (popularity, boosted by the user's preferred categories) or `v2`
+    /// (item-item co-occurrence on the user's history, v1 for users without one). The canary Deployment sets v2.
+    #[arg(long, env = "MODEL", default_value = "v1", value_parser = parse_model)]
+    pub model: ModelName,
+
+    /// How long a prediction (the items computed for one model, user, limit and set of preferred categories) is
+    /// kept in the state store (sent as `ttlInSeconds`; whole seconds; 0s turns the cache off). Unset: 5m when a
+    /// Dapr sidecar delivers data-updated events (each event drops every prediction), else 0s: without events,
+    /// a cached prediction would hide new interactions until it expired.
+    #[arg(long, env = "PREDICTION_CACHE_TTL", value_parser = parse_cache_ttl)]
+    pub prediction_cache_ttl: Option<Duration>,
+}
+
+/// Prediction cache lifetime when events keep it fresh and PREDICTION_CACHE_TTL is unset.
+pub const PREDICTION_CACHE_TTL_WITH_EVENTS: Duration = Duration::from_secs(300);
+
+impl ModelArgs {
+    /// Defaults, as `--help` documents them.
+    pub fn defaults() -> Self {
+        Self { model: ModelName::V1, prediction_cache_ttl: None }
+    }
+}
+
+fn parse_model(raw: &str) -> Result<ModelName, String> {
+    raw.trim().parse::<ModelName>().map_err(|unknown| unknown.to_string())
+}
+
+/// A cache lifetime in whole seconds (what `ttlInSeconds` can say), or zero.
+fn parse_cache_ttl(raw: &str) -> Result<Duration, String> {
+    let ttl = parse_duration(raw)?;
+    if ttl.subsec_nanos() != 0 {
+        return Err("must be a whole number of seconds (0s turns the cache off)".to_owned());
+    }
+    Ok(ttl)
 }
 
 /// Settings for per-user state (Dapr state store, or in-process without Dapr) and the cache of the data agent's
@@ -214,16 +257,31 @@ impl Config {
 
     /// The URL `GET /recommend` fetches data from, in the mode in effect.
     pub fn data_endpoint(&self) -> Url {
+        data_route(&self.data_base(), &["data"])
+    }
+
+    /// The URL the data agent's routes hang under, in the mode in effect: DATA_URL in direct mode, the sidecar's
+    /// invocation path in dapr mode; a route's path segments are appended to it (see [`crate::DataClient`]).
+    pub fn data_base(&self) -> Url {
         let raw = match self.data_mode() {
-            DataMode::Direct => format!("{}/data", self.data.data_url.as_str().trim_end_matches('/')),
+            DataMode::Direct => self.data.data_url.as_str().trim_end_matches('/').to_owned(),
             DataMode::Dapr => format!(
-                "http://127.0.0.1:{}/v1.0/invoke/{}/method/data",
+                "http://127.0.0.1:{}/v1.0/invoke/{}/method",
                 self.sidecar_port().unwrap_or(DEFAULT_HTTP_PORT),
                 self.data.data_app_id
             ),
         };
-        // Both inputs were validated when parsed, so the joined URL is valid too.
+        // Both inputs were validated when parsed, so the URL is valid too.
         Url::parse(&raw).expect("validated base URL and app id form a valid URL")
+    }
+
+    /// How long predictions are cached (zero: not cached).
+    pub fn prediction_cache_ttl(&self) -> Duration {
+        match (self.model.prediction_cache_ttl, self.sidecar_port()) {
+            (Some(ttl), _) => ttl,
+            (None, Some(_)) => PREDICTION_CACHE_TTL_WITH_EVENTS,
+            (None, None) => Duration::ZERO,
+        }
     }
 
     /// Checks the settings that only make sense together; the error names the setting to fix and why.
@@ -286,8 +344,17 @@ impl Config {
                 data_api_token: None,
             },
             state: StateArgs::defaults(),
+            model: ModelArgs::defaults(),
         }
     }
+}
+
+/// `base` with `segments` appended, each percent-encoded as one path segment (so a user id can never add a segment
+/// or a query).
+pub fn data_route(base: &Url, segments: &[&str]) -> Url {
+    let mut url = base.clone();
+    url.path_segments_mut().expect("an http(s) URL has a path").pop_if_empty().extend(segments);
+    url
 }
 
 fn parse_base_url(raw: &str) -> Result<Url, String> {
@@ -355,6 +422,39 @@ mod tests {
         assert!(parse_ttl("1500ms").is_err());
         assert!(parse_ttl("0s").is_err());
         assert_eq!(parse_ttl("2m"), Ok(Duration::from_secs(120)));
+    }
+
+    #[test]
+    fn the_model_is_v1_unless_set_and_a_bad_name_is_refused_by_name() {
+        assert_eq!(Cli::try_parse_from(["recommendation"]).unwrap().config.model.model, ModelName::V1);
+        let v2 = Cli::try_parse_from(["recommendation", "--model", "v2"]).unwrap();
+        assert_eq!(v2.config.model.model, ModelName::V2);
+        let err = Cli::try_parse_from(["recommendation", "--model", "v3"]).unwrap_err().to_string();
+        assert!(err.contains("unknown model `v3` (expected `v1` or `v2`)"), "{err}");
+    }
+
+    #[test]
+    fn the_prediction_cache_is_off_without_a_sidecar_unless_asked_for() {
+        let mut config = Config::for_tests(parse_base_url("http://data:8000").unwrap());
+        assert_eq!(config.prediction_cache_ttl(), Duration::ZERO);
+        config.data.data_mode = DataModeSetting::Dapr;
+        assert_eq!(config.prediction_cache_ttl(), PREDICTION_CACHE_TTL_WITH_EVENTS);
+        config.model.prediction_cache_ttl = Some(Duration::ZERO);
+        assert_eq!(config.prediction_cache_ttl(), Duration::ZERO);
+        assert!(parse_cache_ttl("1500ms").is_err());
+        assert_eq!(parse_cache_ttl("0s"), Ok(Duration::ZERO));
+    }
+
+    #[test]
+    fn data_routes_hang_under_the_base_in_both_modes() {
+        let direct = args(DataModeSetting::Direct, None, "http://data:8000/agents/");
+        assert_eq!(direct.data_base().as_str(), "http://data:8000/agents");
+        let dapr = args(DataModeSetting::Dapr, None, "http://data:8000");
+        assert_eq!(dapr.data_base().as_str(), "http://127.0.0.1:3500/v1.0/invoke/data/method");
+        let user = data_route(&dapr.data_base(), &["insights", "users", "u1"]);
+        assert_eq!(user.as_str(), "http://127.0.0.1:3500/v1.0/invoke/data/method/insights/users/u1");
+        let root = data_route(&args(DataModeSetting::Direct, None, "http://data:8000/").data_base(), &["data"]);
+        assert_eq!(root.as_str(), "http://data:8000/data");
     }
 
     #[test]

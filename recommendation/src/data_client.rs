@@ -1,7 +1,12 @@
 //! The call to the data agent, directly or through the Dapr sidecar: bounded in time and size, retried when that
 //! can help, guarded by a circuit breaker, with an optional stale fallback.
 //!
-//! One `/recommend` request makes one [`DataClient::fetch`], which may make several attempts. Each attempt asks
+//! Every call to data goes through [`DataClient::fetch_at`]: the seed answer (`GET /data`, [`DataClient::fetch`]) and
+//! one user's insights (`GET /insights/users/{user}`, [`DataClient::user_insights`]) share the pool, the retry
+//! policy, the circuit breaker (both are the same upstream) and the stale fallback, kept per URL.
+//!
+//! One `/recommend` request makes one [`DataClient::fetch`] (and with `user`, one [`DataClient::user_insights`]),
+//! which may make several attempts. Each attempt asks
 //! the breaker for leave, and gets `min(DATA_TIMEOUT, time left before REQUEST_DEADLINE)`. A failed attempt is
 //! retried (backon's retry loop, [`crate::retry`]'s policy) only when the failure may be transient and the backoff
 //! still leaves time for an attempt before the deadline.
@@ -13,6 +18,7 @@
 //! last send counts for the breaker, so a restart that a re-send bridges never moves it.
 
 use std::{
+    num::NonZeroUsize,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU32, Ordering},
@@ -21,6 +27,8 @@ use std::{
 };
 
 use backon::Retryable;
+use lru::LruCache;
+use recsys::UserInsights;
 use reqwest::header::{ACCEPT, CONTENT_LENGTH, HeaderMap, HeaderValue};
 use serde::Serialize;
 use serde_json::Value;
@@ -30,7 +38,7 @@ use url::Url;
 
 use crate::{
     breaker::{CircuitBreaker, CircuitSnapshot},
-    config::{Config, DataMode},
+    config::{Config, DataMode, data_route},
     data_telemetry::DataCall,
     error::DataError,
     retry::{self, RetryPolicy},
@@ -54,6 +62,7 @@ pub struct DataClient {
     http: reqwest::Client,
     mode: DataMode,
     endpoint: Url,
+    base: Url,
     attempt_timeout: Duration,
     deadline: Duration,
     retry: RetryPolicy,
@@ -94,29 +103,38 @@ pub struct DataReachability {
     pub circuit: CircuitSnapshot,
 }
 
-/// The last good data answer, kept only when stale answers are allowed (`STALE_CACHE_TTL` > 0).
+/// Most URLs whose last good answer is kept for stale answers: `/data` and the latest users' insights. Beyond, the
+/// least recently used is forgotten, so a flood of user ids cannot grow the process.
+pub const STALE_MAX_ENTRIES: usize = 1024;
+
+/// The last good answer of each URL, kept only when stale answers are allowed (`STALE_CACHE_TTL` > 0).
 #[derive(Debug, Clone)]
 struct StaleCache {
     ttl: Duration,
-    last_good: Arc<Mutex<Option<(Value, Instant)>>>,
+    last_good: Arc<Mutex<LruCache<Url, (Value, Instant)>>>,
 }
 
 impl StaleCache {
-    fn store(&self, data: &Value) {
+    fn new(ttl: Duration) -> Self {
+        let capacity = NonZeroUsize::new(STALE_MAX_ENTRIES).expect("not zero");
+        Self { ttl, last_good: Arc::new(Mutex::new(LruCache::new(capacity))) }
+    }
+
+    fn store(&self, url: &Url, data: &Value) {
         if !self.ttl.is_zero()
             && let Ok(mut last_good) = self.last_good.lock()
         {
-            *last_good = Some((data.clone(), Instant::now()));
+            last_good.put(url.clone(), (data.clone(), Instant::now()));
         }
     }
 
-    /// The last good answer and its age, if it is not older than the TTL.
-    fn get(&self) -> Option<(Value, Duration)> {
+    /// The last good answer of `url` and its age, if it is not older than the TTL.
+    fn get(&self, url: &Url) -> Option<(Value, Duration)> {
         if self.ttl.is_zero() {
             return None;
         }
-        let last_good = self.last_good.lock().ok()?;
-        let (data, at) = last_good.as_ref()?;
+        let mut last_good = self.last_good.lock().ok()?;
+        let (data, at) = last_good.get(url)?;
         let age = at.elapsed();
         (age <= self.ttl).then(|| (data.clone(), age))
     }
@@ -145,11 +163,12 @@ impl DataClient {
             http,
             mode: config.data_mode(),
             endpoint: config.data_endpoint(),
+            base: config.data_base(),
             attempt_timeout: args.data_timeout,
             deadline: args.request_deadline,
             retry: RetryPolicy::new(args),
             breaker: CircuitBreaker::new(args.data_breaker_threshold, args.data_breaker_cooldown),
-            stale: StaleCache { ttl: args.stale_cache_ttl, last_good: Arc::default() },
+            stale: StaleCache::new(args.stale_cache_ttl),
             last_call: Arc::default(),
             auth_headers: match (config.data_mode(), &args.data_api_token) {
                 (DataMode::Direct, Some(token)) => {
@@ -181,14 +200,42 @@ impl DataClient {
         &self.endpoint
     }
 
-    /// Fetches the data agent's JSON answer for one request, forwarding the caller's trace headers: every attempt,
-    /// retry and fallback happens in here, and the call's outcome is recorded here once.
+    /// Fetches the data agent's seed answer (`GET /data`) for one request.
     pub async fn fetch(&self, trace: &TraceHeaders) -> Result<DataAnswer, DataError> {
+        self.fetch_at(&self.endpoint, trace).await
+    }
+
+    /// Fetches one user's insights (`GET /insights/users/{user}?limit=..&category=..`): what the models need.
+    /// An answer that is not [`UserInsights`] is a bad answer (502), like any other body data should not send.
+    pub async fn user_insights(
+        &self,
+        user: &str,
+        limit: usize,
+        categories: &[String],
+        trace: &TraceHeaders,
+    ) -> Result<(UserInsights, Option<Duration>), DataError> {
+        let mut url = data_route(&self.base, &["insights", "users", user]);
+        {
+            let mut query = url.query_pairs_mut();
+            query.append_pair("limit", &limit.to_string());
+            for category in categories {
+                query.append_pair("category", category);
+            }
+        }
+        let DataAnswer { data, stale_age } = self.fetch_at(&url, trace).await?;
+        let insights = serde_json::from_value(data)
+            .map_err(|e| DataError::DataBadBody(format!("not the insights of a user: {e}")))?;
+        Ok((insights, stale_age))
+    }
+
+    /// Fetches the data agent's JSON answer at `url`, forwarding the caller's trace headers: every attempt, retry
+    /// and fallback happens in here, and the call's outcome is recorded here once.
+    pub async fn fetch_at(&self, url: &Url, trace: &TraceHeaders) -> Result<DataAnswer, DataError> {
         let started = Instant::now();
         let deadline = started + self.deadline;
         let attempts = AtomicU32::new(0);
-        let call = DataCall::start(self.mode, &self.endpoint, trace);
-        let result = (|| self.attempt(call.headers(), deadline, &attempts))
+        let call = DataCall::start(self.mode, url, trace);
+        let result = (|| self.attempt(url, call.headers(), deadline, &attempts))
             .retry(self.retry.backoff())
             .when(|err: &DataError| self.retry.is_retryable(err))
             .adjust(|_, backoff| backoff.filter(|wait| retry::fits_before(deadline, *wait)))
@@ -222,10 +269,10 @@ impl DataClient {
         }
         match result {
             Ok(data) => {
-                self.stale.store(&data);
+                self.stale.store(url, &data);
                 Ok(DataAnswer { data, stale_age: None })
             }
-            Err(err) => match self.stale.get() {
+            Err(err) => match self.stale.get(url) {
                 Some((data, age)) => {
                     metrics::counter!("data_stale_answers_total").increment(1);
                     tracing::warn!(
@@ -242,7 +289,13 @@ impl DataClient {
 
     /// One attempt: leave from the breaker, then the call bounded by the attempt timeout or the deadline,
     /// whichever is nearer; the outcome is reported to the breaker.
-    async fn attempt(&self, trace: &TraceHeaders, deadline: Instant, attempts: &AtomicU32) -> Result<Value, DataError> {
+    async fn attempt(
+        &self,
+        url: &Url,
+        trace: &TraceHeaders,
+        deadline: Instant,
+        attempts: &AtomicU32,
+    ) -> Result<Value, DataError> {
         let permit = self
             .breaker
             .try_acquire()
@@ -253,7 +306,7 @@ impl DataClient {
         }
         attempts.fetch_add(1, Ordering::Relaxed);
         let budget = self.attempt_timeout.min(remaining);
-        let result = match tokio::time::timeout(budget, self.send_until_answered(trace)).await {
+        let result = match tokio::time::timeout(budget, self.send_until_answered(url, trace)).await {
             Ok(result) => result,
             Err(_) if budget < self.attempt_timeout => Err(DataError::DeadlineExceeded { after: self.deadline }),
             Err(_) => Err(DataError::DataTimeout { after: budget }),
@@ -266,10 +319,10 @@ impl DataClient {
     }
 
     /// One call, sent again at once while its connection is closed before any answer (see the module docs).
-    async fn send_until_answered(&self, trace: &TraceHeaders) -> Result<Value, DataError> {
+    async fn send_until_answered(&self, url: &Url, trace: &TraceHeaders) -> Result<Value, DataError> {
         let mut resends = 0;
         loop {
-            match self.fetch_once(trace).await {
+            match self.fetch_once(url, trace).await {
                 Err(DataError::DataConnectionClosed(err)) if resends < CLOSED_CONNECTION_RESENDS => {
                     resends += 1;
                     metrics::counter!("data_call_retries_total", "reason" => "closed").increment(1);
@@ -280,10 +333,10 @@ impl DataClient {
         }
     }
 
-    async fn fetch_once(&self, trace: &TraceHeaders) -> Result<Value, DataError> {
+    async fn fetch_once(&self, url: &Url, trace: &TraceHeaders) -> Result<Value, DataError> {
         let mut response = self
             .http
-            .get(self.endpoint.clone())
+            .get(url.clone())
             .headers(trace.headers().clone())
             .headers(self.auth_headers.clone())
             .header(ACCEPT, HeaderValue::from_static("application/json"))
@@ -413,29 +466,31 @@ mod tests {
 
     use super::*;
 
-    fn cache(ttl: Duration) -> StaleCache {
-        StaleCache { ttl, last_good: Arc::default() }
+    fn url(path: &str) -> Url {
+        Url::parse("http://data:8000").unwrap().join(path).unwrap()
     }
 
     #[test]
     fn the_stale_cache_is_off_at_ttl_zero() {
-        let off = cache(Duration::ZERO);
-        off.store(&json!({"processed_data": "some_insights"}));
-        assert!(off.get().is_none());
-        assert!(off.last_good.lock().unwrap().is_none(), "nothing is even kept");
+        let off = StaleCache::new(Duration::ZERO);
+        off.store(&url("/data"), &json!({"processed_data": "some_insights"}));
+        assert!(off.get(&url("/data")).is_none());
+        assert!(off.last_good.lock().unwrap().is_empty(), "nothing is even kept");
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_stale_answer_is_given_within_the_ttl_and_never_after() {
-        let stale = cache(Duration::from_secs(30));
-        assert!(stale.get().is_none(), "nothing cached before the first good answer");
-        stale.store(&json!({"processed_data": "some_insights"}));
-        let (data, age) = stale.get().expect("within the TTL");
+        let stale = StaleCache::new(Duration::from_secs(30));
+        let data_url = url("/data");
+        assert!(stale.get(&data_url).is_none(), "nothing cached before the first good answer");
+        stale.store(&data_url, &json!({"processed_data": "some_insights"}));
+        let (data, age) = stale.get(&data_url).expect("within the TTL");
         assert_eq!(data, json!({"processed_data": "some_insights"}));
         assert_eq!(age, Duration::ZERO, "the paused clock has not moved");
+        assert!(stale.get(&url("/insights/users/u1")).is_none(), "answers are kept per URL");
         tokio::time::advance(Duration::from_secs(30)).await;
-        assert_eq!(stale.get().expect("at the TTL exactly").1, Duration::from_secs(30));
+        assert_eq!(stale.get(&data_url).expect("at the TTL exactly").1, Duration::from_secs(30));
         tokio::time::advance(Duration::from_millis(1)).await;
-        assert!(stale.get().is_none(), "older than the TTL");
+        assert!(stale.get(&data_url).is_none(), "older than the TTL");
     }
 }

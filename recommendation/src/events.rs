@@ -5,9 +5,15 @@
 //! event delivered again later, `{"status":"DROP"}` to have it discarded (logged by Dapr, never redelivered).
 //! - an event that is not a data-updated CloudEvent (not JSON, no `data`, wrong shape) will never become one:
 //!   DROP;
-//! - a good event clears the cached data answer, then this agent fetches the new answer right away, so the event
+//! - a good event first drops every cached prediction, for every replica (Dapr delivers the event to one replica
+//!   only; see [`crate::predictions`] for how one write reaches them all): if the state store cannot be written
+//!   now, RETRY;
+//! - then it clears the cached data answer, and this agent fetches the new answer right away, so the event
 //!   is only acknowledged once this replica can serve the new data. If data cannot be fetched now: RETRY (the
 //!   cache stays cleared meanwhile, so no stale answer is served either way).
+//!
+//! The payload is read tolerantly (fields other than `version` are optional, unknown ones ignored), so a data
+//! agent that says more about the change (which insights version, how many interactions) is still understood.
 
 use std::sync::{
     Arc,
@@ -62,14 +68,17 @@ pub struct DeliveryAnswer {
     pub status: DeliveryStatus,
 }
 
-/// The `data` of a data-updated event (what the data agent publishes).
+/// The `data` of a data-updated event (what the data agent publishes); other fields are ignored.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct DataUpdated {
     /// Version of the data after the change.
     pub version: u64,
-    /// The new insights.
-    pub processed_data: String,
+    /// The new seed answer, when the change was a `PUT /data`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processed_data: Option<String>,
+    /// The insights' version, when the change was new interactions (`POST /interactions`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insights_version: Option<u64>,
 }
 
 /// Counts of delivery answers since start, shown in the readiness body.
@@ -160,6 +169,11 @@ async fn handle(state: &AppState, trace: &TraceHeaders, body: &[u8]) -> Delivery
             return DeliveryStatus::Drop;
         }
     };
+    if let Err(err) = state.predictions.drop_all().await {
+        tracing::warn!(event_id = id, version = update.version, error = %err,
+            "data updated but the cached predictions cannot be dropped now; asking for redelivery");
+        return DeliveryStatus::Retry;
+    }
     state.cache.invalidate();
     match state.cache.get(&state.data, trace).await {
         Ok(answer) if answer.stale_age.is_some() => {
@@ -171,7 +185,12 @@ async fn handle(state: &AppState, trace: &TraceHeaders, body: &[u8]) -> Delivery
             DeliveryStatus::Retry
         }
         Ok(_) => {
-            tracing::info!(event_id = id, version = update.version, "data updated; cache refreshed");
+            tracing::info!(
+                event_id = id,
+                version = update.version,
+                insights_version = update.insights_version,
+                "data updated; cached predictions dropped and data answer refreshed"
+            );
             DeliveryStatus::Success
         }
         Err(err) => {

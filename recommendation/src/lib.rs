@@ -1,5 +1,10 @@
 //! The recommendation agent: `GET /recommend` fetches the data agent's answer (directly or through Dapr) and
 //! answers `{"recommendation":"Based on data","data":<that answer>}`, as the original FastAPI agent does.
+//!
+//! `GET /recommend?user=<id>&limit=<n>` adds what the model MODEL names (`v1` popularity, `v2` co-occurrence; see
+//! [`recsys::models`]) recommends to that user: `"model"` and `"items"`, computed from the user's insights, which
+//! the data agent serves, and the user's stored preferences; predictions are cached in the state store
+//! ([`predictions`]). `recommendation eval` compares the models offline ([`eval`]).
 
 pub mod breaker;
 pub mod cache;
@@ -7,7 +12,10 @@ pub mod config;
 pub mod data_client;
 pub mod data_telemetry;
 pub mod error;
+pub mod eval;
 pub mod events;
+pub mod predict;
+pub mod predictions;
 pub mod retry;
 pub mod state;
 pub mod users;
@@ -38,6 +46,8 @@ pub use config::Config;
 pub use data_client::{DataAnswer, DataClient};
 pub use error::{ApiError, DataError};
 use events::{EventCounts, Events, Subscription};
+use predictions::Predictions;
+use recsys::{ModelName, Recommendation};
 use state::{Backend, Preferences, UserState};
 
 /// Accepted values of `limit` (FastAPI: `Query(ge=1, le=100)`).
@@ -45,12 +55,23 @@ pub const LIMIT_RANGE: std::ops::RangeInclusive<i64> = 1..=100;
 
 /// What `GET /recommend` returns.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[schema(example = json!({"recommendation": "Based on data", "data": {"processed_data": "some_insights"}}))]
+#[schema(example = json!({"recommendation": "Based on data", "data": {"processed_data": "some_insights"},
+    "model": "v1", "items": [{"id": "books-007", "title": "Harbor Chronicles", "score": 1.0,
+    "reason": "One of the most popular items"}], "user": "u1",
+    "preferences": {"categories": [], "max_results": 10}, "recommendations_served": 1}))]
 pub struct RecommendationBody {
     /// The recommendation.
     pub recommendation: String,
     /// The data agent's answer, passed through unchanged.
     pub data: Value,
+    /// With `user`: the model that chose `items` (MODEL).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, pattern = "^v[12]$")]
+    pub model: Option<ModelName>,
+    /// With `user`: the recommended items, best first; `limit` of them when the catalog has that many the user has
+    /// not interacted with, and none the user interacted with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub items: Option<Vec<RecommendedItem>>,
     /// The user asked for (`?user=`), absent otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
@@ -62,15 +83,36 @@ pub struct RecommendationBody {
     pub recommendations_served: Option<u64>,
 }
 
+/// One recommended item.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RecommendedItem {
+    /// Item id (as in the data agent's catalog).
+    pub id: String,
+    /// Item title.
+    pub title: String,
+    /// The model's score, higher is better; comparable within one answer only.
+    pub score: f64,
+    /// Why, in a few words.
+    pub reason: String,
+}
+
+impl From<Recommendation> for RecommendedItem {
+    fn from(r: Recommendation) -> Self {
+        Self { id: r.id, title: r.title, score: r.score, reason: r.reason }
+    }
+}
+
 /// Query parameters of `GET /recommend` (documentation; parsing is in the handler).
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct RecommendParams {
-    /// Upper bound on how many items of the data agent's answer the recommendation may use. The data agent answers
-    /// a single record today, so every valid value gives the same answer.
+    /// With `user`: how many items to recommend (default: the user's stored `max_results`, 10 unless set).
+    /// Without `user` it is validated and has no effect: the answer is the seed answer.
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
-    /// A user id: the recommendation then uses that user's stored preferences and is recorded as their last one.
+    /// A user id: the answer then adds `model` and `items`, recommended to that user by the model MODEL names,
+    /// from the user's history and stored preferences (preferred categories come first in v1), and is recorded as
+    /// the user's last one. `.` and `..` are refused (422): they cannot name a user in a URL path.
     #[param(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub user: Option<String>,
 }
@@ -83,6 +125,8 @@ pub struct AppState {
     cache: DataCache,
     users: UserState,
     events: Events,
+    model: ModelName,
+    predictions: Predictions,
 }
 
 impl AppState {
@@ -92,13 +136,16 @@ impl AppState {
         let sidecar = core.sidecar().cloned();
         let sidecar_headers = sidecar.as_ref().map(Sidecar::auth_headers).unwrap_or_default();
         let data = DataClient::new(config)?.with_sidecar_headers(sidecar_headers);
-        let backend = match &sidecar {
+        let store = || match &sidecar {
             Some(sidecar) => Backend::Dapr { sidecar: sidecar.clone(), store: config.state.state_store.clone() },
             None => Backend::memory_with_capacity(
                 std::num::NonZeroUsize::new(config.state.state_memory_max_entries)
                     .expect("STATE_MEMORY_MAX_ENTRIES was checked when parsed"),
             ),
         };
+        // Without a sidecar, predictions get an in-process store of their own (see `predictions`).
+        let (backend, prediction_store) = (store(), store());
+        predict::describe_metrics();
         let dapr = &config.common.dapr;
         let events = Events {
             subscription: sidecar.as_ref().map(|_| Subscription {
@@ -118,7 +165,25 @@ impl AppState {
             cache: DataCache::new(config.data_cache_ttl()),
             users: UserState::new(backend, config.state.state_ttl, config.state.state_write_retries),
             events,
+            model: config.model.model,
+            predictions: Predictions::new(
+                prediction_store,
+                config.prediction_cache_ttl(),
+                config.state.state_write_retries,
+            ),
         })
+    }
+
+    /// The same agent with predictions kept in `store`: tests give two replicas one store, as a Dapr state store
+    /// is shared by every replica of the app id.
+    pub fn with_prediction_store(mut self, store: Backend) -> Self {
+        self.predictions = Predictions::new(store, self.predictions.ttl(), self.users.retries());
+        self
+    }
+
+    /// The model this agent recommends with.
+    pub fn model(&self) -> ModelName {
+        self.model
     }
 
     /// How long the data answer is cached, and where user state lives (for the startup log).
@@ -139,8 +204,8 @@ impl AppState {
 
 impl Agent for AppState {
     const NAME: &'static str = "recommendation";
-    const ABOUT: &'static str =
-        "The recommendation agent: GET /recommend builds a recommendation on the data agent's answer.";
+    const ABOUT: &'static str = "The recommendation agent: GET /recommend builds a recommendation on the data agent's answer. \
+        `recommendation eval --help`: compare the models offline.";
     type Config = Config;
 
     fn common(config: &Config) -> &CommonArgs {
@@ -185,6 +250,8 @@ impl Agent for AppState {
             data_endpoint = %self.data.endpoint(),
             data_cache_ttl = ?data_cache_ttl,
             state_backend,
+            model = %self.model,
+            prediction_cache_ttl = ?self.predictions.ttl(),
             "recommendation agent listening"
         );
     }
@@ -195,11 +262,12 @@ pub const DATA_STALE: &str = "x-data-stale";
 /// Header giving the age in whole seconds of the stale data answer a 200 was built on.
 pub const DATA_AGE: &str = "x-data-age";
 
-/// A recommendation built on the data agent's current answer.
+/// A recommendation built on the data agent's current answer; with `user`, the items the model recommends to them.
 #[utoipa::path(get, path = "/recommend", tag = "recommendation", params(RecommendParams),
     responses(
         (status = 200, description = "The recommendation. When data is unavailable and STALE_CACHE_TTL allows it, \
-            built on the last good data answer and marked by the stale headers", body = RecommendationBody,
+            built on the last good data answer (and, with `user`, the last good insights of that user) and marked \
+            by the stale headers", body = RecommendationBody,
             headers(
                 ("x-data-stale" = String, description = "`true` when the data part is a cached, stale answer"),
                 ("x-data-age" = u64, description = "Age in seconds of the stale data answer"),
@@ -220,7 +288,7 @@ pub async fn recommend(
     trace: TraceHeaders,
 ) -> Result<Response, ApiError> {
     let limit = query.optional_int("limit", LIMIT_RANGE).map_err(|issue| *issue);
-    let user = query.get("user").map(|raw| state::check_user_id(raw, "query", "user")).transpose();
+    let user = query.get("user").map(check_recommend_user).transpose();
     // Every invalid parameter is reported at once, in declaration order, as FastAPI does.
     let (limit, user) = match (limit, user) {
         (Ok(limit), Ok(user)) => (limit, user),
@@ -231,29 +299,74 @@ pub async fn recommend(
         }
     };
     tracing::debug!(limit, user, "recommendation requested");
-    let DataAnswer { data, stale_age } = state.cache.get(&state.data, &trace).await?;
-    let mut body = RecommendationBody {
+    let Some(user) = user else {
+        let DataAnswer { data, stale_age } = state.cache.get(&state.data, &trace).await?;
+        let body = RecommendationBody {
+            recommendation: "Based on data".to_owned(),
+            data,
+            model: None,
+            items: None,
+            user: None,
+            preferences: None,
+            recommendations_served: None,
+        };
+        return Ok(with_stale_headers(Json(body), stale_age));
+    };
+    let preferences = state.users.preferences(&user).await?.map(|(p, _)| p).unwrap_or_default();
+    let limit = limit.unwrap_or(preferences.max_results) as usize;
+    // The seed answer and the prediction are independent: fetched concurrently.
+    let (data, prediction) = tokio::join!(
+        state.cache.get(&state.data, &trace),
+        predict::predict(&state, &user, limit, &preferences.categories, &trace),
+    );
+    let (DataAnswer { data, stale_age }, prediction) = (data?, prediction?);
+    let items: Vec<RecommendedItem> = prediction.items.into_iter().map(RecommendedItem::from).collect();
+    let last = serde_json::json!({
+        "recommendation": "Based on data",
+        "data": data,
+        "model": state.model,
+        "items": items.iter().map(|item| item.id.as_str()).collect::<Vec<_>>(),
+    });
+    let served = state.users.record(&user, &last).await?;
+    let body = RecommendationBody {
         recommendation: "Based on data".to_owned(),
         data,
-        user: None,
-        preferences: None,
-        recommendations_served: None,
+        model: Some(state.model),
+        items: Some(items),
+        user: Some(user),
+        preferences: Some(preferences),
+        recommendations_served: Some(served),
     };
-    if let Some(user) = user {
-        let preferences = state.users.preferences(&user).await?.map(|(p, _)| p).unwrap_or_default();
-        let last = serde_json::json!({"recommendation": body.recommendation, "data": body.data});
-        body.recommendations_served = Some(state.users.record(&user, &last).await?);
-        body.preferences = Some(preferences);
-        body.user = Some(user);
+    Ok(with_stale_headers(Json(body), stale_age.max(prediction.stale_age)))
+}
+
+/// Checks `?user=`: a user id, and not `.` or `..`, which the pattern allows but which cannot be a segment of the
+/// data agent's `/insights/users/{user}` path (URLs resolve them as dot segments).
+fn check_recommend_user(raw: &str) -> Result<String, ValidationErrorBody> {
+    let user = state::check_user_id(raw, "query", "user")?;
+    if user == "." || user == ".." {
+        return Err(ValidationErrorBody {
+            detail: vec![shared::fastapi::ValidationIssue {
+                kind: "value_error".to_owned(),
+                loc: vec![serde_json::json!("query"), serde_json::json!("user")],
+                msg: "Value error, a user id cannot be `.` or `..`".to_owned(),
+                input: Value::String(user),
+                ctx: Some(serde_json::json!({"error": {}})),
+            }],
+        });
     }
-    let body = Json(body);
-    Ok(match stale_age {
+    Ok(user)
+}
+
+/// The answer, marked when it was built on a stale data answer `stale_age` old.
+fn with_stale_headers(body: Json<RecommendationBody>, stale_age: Option<Duration>) -> Response {
+    match stale_age {
         None => body.into_response(),
         Some(age) => {
             ([(DATA_STALE, HeaderValue::from_static("true")), (DATA_AGE, HeaderValue::from(age.as_secs()))], body)
                 .into_response()
         }
-    })
+    }
 }
 
 /// The OpenAPI description of every route.
@@ -262,7 +375,7 @@ pub async fn recommend(
     info(title = "recommendation agent", description = "Builds recommendations on what the data agent returns."),
     paths(recommend, users::get_preferences, users::put_preferences, events::subscribe, events::data_updated,
         shared::http::health::healthz, shared::http::health::readyz, shared::obs::metrics::metrics_handler),
-    components(schemas(RecommendationBody, Preferences, Subscription, events::DeliveryAnswer, events::DeliveryStatus,
+    components(schemas(RecommendationBody, RecommendedItem, Preferences, Subscription, events::DeliveryAnswer, events::DeliveryStatus,
         shared::fastapi::errors::ErrorBody, ValidationErrorBody)),
     tags((name = "recommendation", description = "Recommendations"), (name = "users", description = "User preferences"),
         (name = "events", description = "Dapr pub/sub subscription (called by the sidecar)"),

@@ -171,6 +171,12 @@ pub enum Backend {
 pub struct MemoryStore(Mutex<LruCache<String, MemoryEntry>>);
 
 impl MemoryStore {
+    /// Forgets `key` (tests use it to play a store that lost an entry).
+    #[cfg(test)]
+    pub(crate) fn remove(&self, key: &str) {
+        self.lock().pop(key);
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<String, MemoryEntry>> {
         // Every change is a single insert or removal, so a panic elsewhere cannot leave an entry half-written.
         self.0.lock().unwrap_or_else(|p| p.into_inner())
@@ -230,14 +236,14 @@ impl Backend {
         }
     }
 
-    async fn get(&self, key: &str) -> Result<Option<StateItem>, SidecarError> {
+    pub(crate) async fn get(&self, key: &str) -> Result<Option<StateItem>, SidecarError> {
         match self {
             Self::Dapr { sidecar, store } => sidecar.get_state(store, key).await,
             Self::Memory(store) => Ok(store.get(key)),
         }
     }
 
-    async fn save(
+    pub(crate) async fn save(
         &self,
         key: &str,
         value: &Value,
@@ -248,6 +254,31 @@ impl Backend {
             Self::Dapr { sidecar, store } => sidecar.save_state(store, key, value, etag, ttl).await,
             Self::Memory(store) => store.save(key, value, etag, ttl),
         }
+    }
+
+    /// Read-modify-write of `key` with first-write concurrency, retried `retries` times when it loses against a
+    /// concurrent writer; returns the value written.
+    pub(crate) async fn update(
+        &self,
+        key: &str,
+        ttl: Option<Duration>,
+        retries: u32,
+        mut change: impl FnMut(Option<Value>) -> Value,
+    ) -> Result<Value, StateError> {
+        for attempt in 0..=retries {
+            let current = self.get(key).await.map_err(StateError::Unavailable)?;
+            let etag = current.as_ref().and_then(|c| c.etag.clone());
+            let next = change(current.map(|c| c.value));
+            match self.save(key, &next, etag.as_deref(), ttl).await {
+                Ok(()) => return Ok(next),
+                Err(SidecarError::Conflict) => {
+                    tracing::debug!(key, attempt, "state write conflicted; retrying");
+                    tokio::time::sleep(backoff(attempt + 1)).await;
+                }
+                Err(err) => return Err(StateError::Unavailable(err)),
+            }
+        }
+        Err(StateError::Contention(retries + 1))
     }
 }
 
@@ -288,27 +319,19 @@ impl UserState {
         &self.backend
     }
 
-    /// Read-modify-write of `key` with first-write concurrency and bounded retries; returns the value written.
+    /// Read-modify-write of `key` (see [`Backend::update`]) with this state's retry bound.
     async fn update(
         &self,
         key: &str,
         ttl: Option<Duration>,
-        mut change: impl FnMut(Option<Value>) -> Value,
+        change: impl FnMut(Option<Value>) -> Value,
     ) -> Result<Value, StateError> {
-        for attempt in 0..=self.retries {
-            let current = self.backend.get(key).await.map_err(StateError::Unavailable)?;
-            let etag = current.as_ref().and_then(|c| c.etag.clone());
-            let next = change(current.map(|c| c.value));
-            match self.backend.save(key, &next, etag.as_deref(), ttl).await {
-                Ok(()) => return Ok(next),
-                Err(SidecarError::Conflict) => {
-                    tracing::debug!(key, attempt, "state write conflicted; retrying");
-                    tokio::time::sleep(backoff(attempt + 1)).await;
-                }
-                Err(err) => return Err(StateError::Unavailable(err)),
-            }
-        }
-        Err(StateError::Contention(self.retries + 1))
+        self.backend.update(key, ttl, self.retries, change).await
+    }
+
+    /// How many times a conflicting write is retried.
+    pub fn retries(&self) -> u32 {
+        self.retries
     }
 
     /// The user's preferences and their ETag, if stored.

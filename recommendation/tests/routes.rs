@@ -105,6 +105,25 @@ async fn openapi_documents_the_user_and_event_routes() {
     assert!(recommend.iter().any(|p| p["name"] == "user" && p["in"] == "query"));
 }
 
+#[tokio::test]
+async fn openapi_documents_the_model_and_the_items() {
+    let (_, spec) = get("/openapi.json").await;
+    let body = &spec["components"]["schemas"]["RecommendationBody"];
+    assert_eq!(body["properties"]["model"]["pattern"], "^v[12]$", "{body}");
+    assert_eq!(body["properties"]["items"]["items"]["$ref"], "#/components/schemas/RecommendedItem", "{body}");
+    let item = &spec["components"]["schemas"]["RecommendedItem"];
+    for field in ["id", "title", "score", "reason"] {
+        assert!(item["required"].as_array().unwrap().contains(&json!(field)), "{field}: {item}");
+    }
+    let limit = spec["paths"]["/recommend"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "limit")
+        .cloned();
+    assert!(limit.unwrap()["description"].as_str().unwrap().contains("max_results"));
+}
+
 /// A request whose body sends `sent` and then nothing more; the sender is returned so the body stays open.
 async fn stalled(method: Method, uri: &str, sent: &'static [u8]) -> (Request<Body>, impl Send) {
     let (mut sender, body) = http_body_util::channel::Channel::<axum::body::Bytes, std::convert::Infallible>::new(1);

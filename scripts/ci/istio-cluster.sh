@@ -604,21 +604,20 @@ h1=$(grep -cx v1 "$tmp/versions" || true)
 [ $((h1 + h2)) = 200 ] && within "$h2" 200 "$(awk -v w="$weight_v2" 'BEGIN { print w / 100 }')" \
   && ok "200 answers through the gateway name their version in x-recommendation-version: v1 $h1, v2 $h2, within binomial tolerance" \
   || not_ok "x-recommendation-version in 200 answers: $(sort "$tmp/versions" | uniq -c | tr '\n' ' ')"
-# Once the agents name the model that answered (issue 16: "model": "v1" | "v2"), the body must show the split too.
-code=$(fetch "$PROBE_NS" outsider "$gateway/recommend?user=u1&limit=5")
-if [ "$code" = 200 ] && jq -e 'has("model")' "$tmp/body" >/dev/null 2>&1; then
-  : >"$tmp/models"
-  for _ in $(seq 200); do
-    fetch "$PROBE_NS" outsider "$gateway/recommend?user=u1&limit=5" >/dev/null
-    jq -r '.model' "$tmp/body" >>"$tmp/models"
-  done
-  m2=$(grep -cx v2 "$tmp/models" || true)
-  within "$m2" 200 "$(awk -v w="$weight_v2" 'BEGIN { print w / 100 }')" \
-    && ok "the response names the model: $m2 of 200 answers from \"model\":\"v2\"" \
-    || not_ok "\"model\" in 200 answers: $(sort "$tmp/models" | uniq -c | tr '\n' ' ')"
-else
-  skip "the response does not name the model yet (issue 16): the split is proven by the pods that answered"
-fi
+# The body names the model that answered (issue 16: "model": "v1" | "v2", MODEL=v2 set by the canary's patch), and
+# it is the model of the version the canary's routes say answered (x-recommendation-version).
+: >"$tmp/models"
+for _ in $(seq 200); do
+  code=$(fetch "$PROBE_NS" outsider "$gateway/recommend?user=u1&limit=5")
+  model=$(jq -r 'if (.items | length) == 5 then .model else "bad-items" end' "$tmp/body" 2>/dev/null || echo not-json)
+  version=$(awk -F': ' 'tolower($1) == "x-recommendation-version" { print $2 }' "$tmp/headers" | tr -d '\r')
+  echo "$code $model $version" >>"$tmp/models"
+done
+m2=$(grep -cx '200 v2 v2' "$tmp/models" || true)
+m1=$(grep -cx '200 v1 v1' "$tmp/models" || true)
+[ $((m1 + m2)) = 200 ] && within "$m2" 200 "$(awk -v w="$weight_v2" 'BEGIN { print w / 100 }')" \
+  && ok "200 answers to /recommend?user=u1&limit=5 name their model, that of the version that answered: v1 $m1, v2 $m2, within binomial tolerance" \
+  || not_ok "\"model\" in 200 answers (status model version): $(sort "$tmp/models" | uniq -c | tr '\n' ' ')"
 
 # --- 9. rolling restarts under load --------------------------------------------------------------------------------------
 step "9. rolling restart under load, sidecars and all"

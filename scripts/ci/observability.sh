@@ -130,7 +130,8 @@ data_port=$(free_port)
 reco_port=$(free_port)
 env -i "PATH=$PATH" PORT="$data_port" BIND_ADDR=127.0.0.1 "${CARGO_TARGET_DIR:-target}/debug/data" >"$tmp/data.log" 2>&1 &
 pids+=($!)
-env -i "PATH=$PATH" PORT="$reco_port" BIND_ADDR=127.0.0.1 DATA_URL="http://127.0.0.1:$data_port" \
+# PREDICTION_CACHE_TTL: the cache is off without a sidecar unless set, and the dashboard shows its hit ratio.
+env -i "PATH=$PATH" PORT="$reco_port" BIND_ADDR=127.0.0.1 DATA_URL="http://127.0.0.1:$data_port" PREDICTION_CACHE_TTL=60s \
   "${CARGO_TARGET_DIR:-target}/debug/recommendation" >"$tmp/reco.log" 2>&1 &
 pids+=($!)
 data="http://127.0.0.1:$data_port"
@@ -143,6 +144,8 @@ if wait_ok "$data/healthz" 20 && wait_ok "$reco/healthz" 20; then ok "both agent
 fi
 traffic() {
   for _ in 1 2 3 4 5; do curl -s -o /dev/null "$reco/recommend"; done
+  # personal recommendations (the model panels), the second one from the prediction cache
+  for _ in 1 2; do curl -s -o /dev/null "$reco/recommend?user=u1&limit=5"; done
   curl -s -o /dev/null "$reco/recommend?limit=0"
   curl -s -o /dev/null "$reco/no/such/path"
   curl -s -o /dev/null -X POST "$reco/recommend"

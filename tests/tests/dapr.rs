@@ -281,6 +281,49 @@ async fn resiliency_retries_a_failing_data_agent() {
 
 #[tokio::test]
 #[ignore = "needs daprd and redis-server: scripts/dapr-test.sh runs it"]
+async fn new_interactions_reach_cached_predictions_through_pub_sub() {
+    let mesh = mesh!(MeshOptions { reco_env: vec![("MODEL".into(), "v2".into())], ..MeshOptions::default() });
+    mesh.wait_subscribed().await;
+    let recommend = mesh.reco_url("/recommend?user=u1&limit=5");
+    let items = |body: &str| -> Vec<String> {
+        let body: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(body["model"], "v2", "{body}");
+        body["items"].as_array().unwrap().iter().map(|item| item["id"].as_str().unwrap().to_owned()).collect()
+    };
+    let (status, first) = get_text(&recommend, &[APP]).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    let first = items(&first);
+    assert_eq!(first.len(), 5);
+    // Cached in Redis through the sidecar (PREDICTION_CACHE_TTL is 5m with a sidecar), under the generation key.
+    let (status, generation) =
+        get_text(&mesh.reco_sidecar.url("/v1.0/state/statestore/predictions-generation"), &[DAPR]).await;
+    assert_eq!(status, StatusCode::OK, "{generation}");
+
+    // u1 takes the first recommendation; data publishes data-updated, the recommendation agent drops predictions.
+    let taken = first[0].clone();
+    let response = client()
+        .post(mesh.data_url("/interactions"))
+        .header(APP.0, APP.1)
+        .json(&json!({"interactions": [{"user": "u1", "item": taken, "weight": 5.0}]}))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{:?}", response.text().await);
+    wait_until_async("the event is delivered and handled", EVENT_BOUND, || async {
+        readyz_events(&mesh).await["success"].as_u64() >= Some(1)
+    })
+    .await;
+    let (status, after) = get_text(&recommend, &[APP]).await;
+    assert_eq!(status, StatusCode::OK, "{after}");
+    let after = items(&after);
+    assert!(!after.contains(&taken), "the cached prediction was not dropped: {after:?}");
+    let (_, new_generation) =
+        get_text(&mesh.reco_sidecar.url("/v1.0/state/statestore/predictions-generation"), &[DAPR]).await;
+    assert_ne!(new_generation, generation, "the event started a new generation");
+}
+
+#[tokio::test]
+#[ignore = "needs daprd and redis-server: scripts/dapr-test.sh runs it"]
 async fn user_insights_through_dapr_keep_their_query_and_a_burst_of_batches_is_published_once() {
     let mut mesh = mesh!(MeshOptions {
         // A quiet window no burst below can outlast on a loaded machine, so exactly one event is due.

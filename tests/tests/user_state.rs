@@ -29,8 +29,12 @@ async fn preferences_and_recommendations_per_user_without_dapr() {
     assert_eq!(status, StatusCode::PRECONDITION_FAILED);
 
     for expected in 1..=2 {
-        let (status, _, body) = send(client().get(reco.url("/recommend?user=al"))).await;
+        let (status, _, mut body) = send(client().get(reco.url("/recommend?user=al"))).await;
         assert_eq!(status, StatusCode::OK);
+        // The stored max_results is the number of items when the request gives no limit (issue 16).
+        let items = body.as_object_mut().unwrap().remove("items").unwrap();
+        assert_eq!(items.as_array().unwrap().len(), 3, "{items}");
+        assert_eq!(body.as_object_mut().unwrap().remove("model"), Some(json!("v1")));
         assert_eq!(
             body,
             json!({"recommendation": "Based on data", "data": {"processed_data": "some_insights"}, "user": "al",
