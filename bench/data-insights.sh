@@ -25,7 +25,7 @@ THREADS=${BENCH_THREADS:-1}
 BATCH=${BENCH_BATCH:-500}
 SETS=${BENCH_SETS:-"default generated"}
 RUST_LOG_LEVEL=${BENCH_RUST_LOG:-info}
-BIN=target/release
+BIN="${CARGO_TARGET_DIR:-target}/release"
 PORT=${BENCH_PORT:-18431}
 
 command -v wrk >/dev/null || { echo "bench: wrk not found (Debian: apt-get install -y wrk)" >&2; exit 1; }
