@@ -241,7 +241,7 @@ def test_consistency_takes_routes_from_openapi(repo, tmp_path, openapi):
 
 
 def test_consistency_refuses_a_policy_path_no_agent_serves(repo, tmp_path, openapi):
-    plant(repo, "istio/authorizationpolicy-data.yaml", 'paths: ["/data"]', 'paths: ["/data", "/datum"]')
+    plant(repo, "istio/authorizationpolicy-data.yaml", 'paths: ["/data", ', 'paths: ["/data", "/datum", ')
     assert_fails(consistency_with(repo, tmp_path, openapi), "AuthorizationPolicy/data: paths '/datum' (GET) is no route of data")
 
 
@@ -261,25 +261,25 @@ def test_consistency_refuses_a_stale_closed_route(repo, tmp_path, openapi):
                  "PUT /data of the data agent is allowed by no rule")
 
 
-INSIGHTS = {"get": {"responses": {"200": {"description": "insights of one user"}}}}
+REPORT = {"get": {"responses": {"200": {"description": "a report"}}}}
 
 
 def test_consistency_refuses_a_route_its_policy_does_not_open(repo, tmp_path, openapi):
     # A new route on data (as /openapi.json would list it) that no rule of data's ALLOW policy names.
-    openapi[1]["data"]["paths"]["/insights/users/{user}"] = INSIGHTS
-    assert_fails(consistency_with(repo, tmp_path, openapi), "GET /insights/users/{user} of the data agent is allowed by no rule")
+    openapi[1]["data"]["paths"]["/reports/{report}"] = REPORT
+    assert_fails(consistency_with(repo, tmp_path, openapi), "GET /reports/{report} of the data agent is allowed by no rule")
 
 
 def test_consistency_matches_templates_to_policy_globs_and_compares_istio_with_dapr(repo, tmp_path, openapi):
-    openapi[1]["data"]["paths"]["/insights/users/{user}"] = INSIGHTS
-    # Istio opens it to recommendation with a prefix glob; Dapr does not yet, which the Istio+Dapr variant reports.
-    plant(repo, "istio/authorizationpolicy-data.yaml", 'paths: ["/data"]', 'paths: ["/data", "/insights/users/*"]')
+    openapi[1]["data"]["paths"]["/reports/{report}"] = REPORT
+    # Istio opens it to recommendation with a prefix glob; Dapr does not, which the Istio+Dapr variant reports.
+    plant(repo, "istio/authorizationpolicy-data.yaml", 'paths: ["/data", ', 'paths: ["/data", "/reports/*", ')
     errors = consistency_with(repo, tmp_path, openapi)
-    assert_fails(errors, "[deploy-istio-dapr] GET /insights/users/{user} of the data agent: Istio lets recommendation "
+    assert_fails(errors, "[deploy-istio-dapr] GET /reports/{report} of the data agent: Istio lets recommendation "
                  "(ServiceAccount recommendation) call it, Dapr's accessControl does not")
     assert not [e for e in errors if "allowed by no rule" in e or "is no route" in e], errors
     # Dapr opening it too (one segment wildcard) makes the manifests consistent again.
-    plant(repo, "dapr/configuration.yaml", "- name: /data\n", "- name: /insights/users/*\n            httpVerb: [\"GET\"]\n            action: allow\n          - name: /data\n")
+    plant(repo, "dapr/configuration.yaml", "- name: /data\n", "- name: /reports/*\n            httpVerb: [\"GET\"]\n            action: allow\n          - name: /data\n")
     assert consistency_with(repo, tmp_path, openapi) == []
 
 
