@@ -12,14 +12,17 @@
 #  0. figures: p50/p99 of /recommend direct (k8s/) and through Dapr, daprd memory per pod
 #  1. daprd injected by Dapr's injector (the chart's sidecar image and settings), every pod Ready, no restarts
 #  2. /recommend through the Service returns the seed contract, through Dapr invocation (data_calls_total{mode="dapr"}
-#     grows with the requests; no direct call); mTLS: each daprd serves port 50002 only as mutual TLS with a
+#     grows with the requests; no direct call); issue 16's personal path: /recommend?user=u1&limit=5 -> a model and
+#     5 items, the user's insights fetched through Dapr (data counts GET /insights/users/{user}, the caller
+#     data_calls_total{mode="dapr"}); mTLS: each daprd serves port 50002 only as mutual TLS with a
 #     certificate from Dapr's Sentry (SPIFFE ID of its app, chain verified against Dapr's trust bundle)
 #  3. state: PUT/GET /users/{id}/preferences round-trip through Redis (the hash is in Redis); a stale If-Match -> 412
 #  4. pub/sub: PUT /data on every data pod -> every recommendation replica serves the new data within 2 s, the event
 #     delivered through the Redis stream
 #  5. secrets: data's app token read through the secrets API (kubernetes store, least-privilege RBAC); calls to
 #     data without it refused (401), with a wrong one 403; access control: PUT /data through Dapr refused (403),
-#     GET allowed, recommendation not invocable through Dapr (403)
+#     GET allowed, GET /items (not in the policy) refused by Dapr (403, data not reached), recommendation not
+#     invocable through Dapr (403)
 #  6. resiliency: data failing (FAULT_STATUS) -> one /recommend makes 1 + maxRetries attempts (dapr/resiliency.yaml),
 #     counted by data itself; graceful shutdown: a rolling restart of data under load (the window covers the
 #     whole rollout) fails no /recommend
@@ -33,8 +36,9 @@
 # (CLUSTER_PROBE_IMAGE, Fortio: scripts/cluster/images/fortio) and no namespace `agents`.
 #
 # Environment: DAPR_CLUSTER_WITH_ISTIO (default 1; 0: no Istio, check 7 skipped), KUBECONFIG, CLUSTER_KUBECTL,
-# CLUSTER_PROBE_IMAGE, DAPR_LOAD_SECONDS (each latency window, default 20), DAPR_ROLLOUT_SECONDS (the load around a
-# rolling restart, default 90: it must outlast the rollout until the old pods are gone + 5 s, else the check fails),
+# CLUSTER_PROBE_IMAGE, DAPR_LOAD_SECONDS (each latency window, default 20), DAPR_ROLLOUT_SECONDS (bound of the load
+# around a rolling restart, default 150: the load ends 5 s after the old pods are gone; one that reaches the bound
+# first fails the check),
 # AGENT_MESH_CLUSTER (own instance name, default dapr), AGENT_MESH_CACHE.
 # Last line: "dapr-cluster: N passed, M failed, K skipped"; exit 0 only when nothing failed.
 # `[ test ] && ok ... || not_ok ...` is used as if-then-else throughout: ok only echoes and cannot fail.
@@ -42,12 +46,14 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
+# shellcheck source=scripts/ci/lib/fortio-run.sh
+. scripts/ci/lib/fortio-run.sh
 
 CONTRACT='{"recommendation":"Based on data","data":{"processed_data":"some_insights"}}'
 NS=agents
 TOKEN_SECRET=agent-mesh-app-token
 LOAD_SECONDS=${DAPR_LOAD_SECONDS:-20}
-ROLLOUT_SECONDS=${DAPR_ROLLOUT_SECONDS:-90}
+ROLLOUT_SECONDS=${DAPR_ROLLOUT_SECONDS:-150}
 EVENT_BOUND=2
 
 started=$SECONDS
@@ -239,31 +245,30 @@ steady() {
     if [ "$(probe_get "$1")" = "200 $CONTRACT" ]; then streak=$((streak + 1)); else streak=0; sleep 1; fi
   done
 }
-# restart_under_load NAME URL: `kubectl rollout restart deployment/data` while Fortio sends 50 req/s for
-# ROLLOUT_SECONDS from the probe pod to URL. The window must cover the whole rollout, up to the moment the last old
-# pod is gone (a stopping data pod serves Dapr invocations for 40 s after SIGTERM, k8s/dapr/patch-data.yaml, and a
-# loss shows when the callers' last known pod closes): a window that ends earlier is a failure, not a pass. Sets
-# sent, bad (not 200), codes and covered ("<s> s between the last old pod gone and the end of the load") from the
-# result $tmp/NAME.json.
+# restart_under_load NAME URL: `kubectl rollout restart deployment/data` while Fortio sends 50 req/s from the probe
+# pod to URL. The load must cover the whole rollout, up to the moment the last old pod is gone (a stopping data pod
+# serves Dapr invocations for 40 s after SIGTERM, k8s/dapr/patch-data.yaml, and a loss shows when the callers' last
+# known pod closes), and 5 s more: it is stopped then (scripts/ci/lib/fortio-run.sh), at the latest after
+# ROLLOUT_SECONDS; a load that ended before the old pods were gone + 5 s is a failure, not a pass. Sets sent, bad
+# (not 200), codes and covered ("<s> s between the last old pod gone and the end of the load") from $tmp/NAME.json.
 restart_under_load() {
-  local old load_start gone_at
+  local old gone_at
   old=$(kn get pods -l app=data -o name | tr '\n' ' ')
   # Measure the rollout from a steady state: after check 6's two rollouts Dapr's breaker and channels settle for a
   # while (a CI run had Fortio abort on a 503 to its very first request), and that is not what this measures.
   steady "$2" 90 || not_ok "$1: /recommend not steady (10 answers 200 in a row) within 90 s before the rollout"
-  # Errors from the first request on are counted, not a reason for Fortio to give up.
-  load_start=$SECONDS
-  load "$1" "$2" "$ROLLOUT_SECONDS" 50 4 -allow-initial-errors &
-  local pid=$!
-  background+=("$pid")
+  load_start "$NS" probe "$1" "$ROLLOUT_SECONDS" "$2" 50 4 5s
+  background+=("$load_pid")
   kn rollout restart deployment/data >/dev/null
   kn rollout status deployment/data --timeout=120s >/dev/null || not_ok "rollout of data did not finish in 120 s"
   # shellcheck disable=SC2086
   kn wait --for=delete $old --timeout=120s >/dev/null 2>&1 || not_ok "$1: the old data pods not gone within 120 s"
-  gone_at=$SECONDS
-  covered=$((load_start + ROLLOUT_SECONDS - gone_at))
-  [ "$covered" -ge 5 ] || not_ok "$1: the load ($ROLLOUT_SECONDS s) ended ${covered#-} s before the last old data pod was gone + 5 s; raise DAPR_ROLLOUT_SECONDS"
-  wait "$pid" || true
+  gone_at=$(now)
+  sleep 5   # the load goes on 5 s past the last old pod (a window, not a readiness wait)
+  load_stop "$NS" probe "$1" || true
+  covered=$(awk -v e="$load_ended_at" -v g="$gone_at" 'BEGIN { printf "%.1f", e - g }' 2>/dev/null || echo "?")
+  awk -v c="$covered" 'BEGIN { exit !(c >= 5) }' 2>/dev/null \
+    || not_ok "$1: the load (${load_ran:-?} s, bound DAPR_ROLLOUT_SECONDS=$ROLLOUT_SECONDS) ended ${covered} s after the last old data pod was gone, not 5 s or more"
   unset 'background[-1]'
   sent=$(jq -r '.DurationHistogram.Count // 0' "$tmp/$1.json" 2>/dev/null | grep . || echo 0)
   [ "$sent" != 0 ] || log "fortio load $1 gave no result: $(tail -c 600 "$tmp/$1.json" 2>/dev/null) $(tail -5 "$tmp/$1.err" 2>/dev/null)"
@@ -385,6 +390,23 @@ dapr_calls=$(sum_metric recommendation 8000 '^data_calls_total\\{.*mode="dapr"')
 [ "$dapr_calls" -gt 0 ] && [ "$direct_calls" = 0 ] \
   && ok "recommendation's calls to data: data_calls_total{mode=\"dapr\"} = $dapr_calls, {mode=\"direct\"} = 0" \
   || not_ok "data_calls_total: mode dapr $dapr_calls, mode direct $direct_calls"
+# Issue 16's personal path: /recommend?user= asks data for the user's insights (GET /insights/users/{user}) through
+# Dapr invocation, which dapr/configuration.yaml's access control allows recommendation. Counted on both ends: the
+# caller's data_calls_total{mode="dapr"} and data's own request counter for that route; no direct call.
+insights_route='^http_server_requests_total\\{.*route="/insights/users/\\{user\\}"'
+insights_before=$(sum_metric data 8000 "$insights_route")
+dapr_before=$dapr_calls
+personal=$(probe_get "http://recommendation.$NS.svc.cluster.local:8000/recommend?user=u1&limit=5")
+model=$(jq -r 'if (.items | length) == 5 then .model // "no-model" else "items: \(.items | length)" end' <<<"${personal#* }" 2>/dev/null || echo not-json)
+[ "${personal%% *}" = 200 ] && [ "$model" != no-model ] && [[ $model != items:* ]] && [ "$model" != not-json ] \
+  && ok "GET /recommend?user=u1&limit=5 through the Service -> 200, model $model, 5 items" \
+  || not_ok "GET /recommend?user=u1&limit=5 through the Service -> $(cut -c1-300 <<<"$personal") ($model)"
+insights_after=$(sum_metric data 8000 "$insights_route")
+dapr_after=$(sum_metric recommendation 8000 '^data_calls_total\\{.*mode="dapr"')
+direct_after=$(sum_metric recommendation 8000 '^data_calls_total\\{.*mode="direct"')
+[ "$insights_after" -gt "$insights_before" ] && [ "$dapr_after" -gt "$dapr_before" ] && [ "$direct_after" = 0 ] \
+  && ok "the user's insights came through Dapr: data served GET /insights/users/{user} $insights_before -> $insights_after times, recommendation's data_calls_total{mode=\"dapr\"} $dapr_before -> $dapr_after, {mode=\"direct\"} 0" \
+  || not_ok "the user's insights through Dapr: data's /insights/users/{user} requests $insights_before -> $insights_after, data_calls_total{mode=\"dapr\"} $dapr_before -> $dapr_after, {mode=\"direct\"} $direct_after"
 
 # --- 2 (mTLS) ---------------------------------------------------------------------------------------------------------
 step "2. (mTLS) the sidecars talk mutual TLS on certificates from Dapr's Sentry"
@@ -460,6 +482,14 @@ out=$(http GET "http://127.0.0.1:$rd/v1.0/invoke/data/method/data")
 out=$(http PUT "http://127.0.0.1:$rd/v1.0/invoke/data/method/data" -H 'content-type: application/json' -d '{"processed_data":"forged"}')
 [ "${out%% *}" = 403 ] && ok "through recommendation's daprd: PUT data/data -> 403 (access control: $(jq -r '.message // .errorCode' <<<"${out#* }" 2>/dev/null | cut -c1-90))" \
   || not_ok "PUT through Dapr -> $out (want 403 from data's access control)"
+# A route the policy leaves closed (data's catalogue), refused by data's sidecar before it reaches the agent.
+items_route='^http_server_requests_total\\{.*route="/items"'
+items_before=$(sum_metric data 8000 "$items_route")
+out=$(http GET "http://127.0.0.1:$rd/v1.0/invoke/data/method/items")
+items_after=$(sum_metric data 8000 "$items_route")
+[ "${out%% *}" = 403 ] && grep -qi 'access control' <<<"${out#* }" && [ "$items_after" = "$items_before" ] \
+  && ok "through recommendation's daprd: GET data/items -> 403 from Dapr's access control, data not reached ($(jq -r '.message // .errorCode' <<<"${out#* }" 2>/dev/null | cut -c1-90))" \
+  || not_ok "GET data/items through recommendation's daprd -> $(cut -c1-300 <<<"$out"), data's /items requests $items_before -> $items_after (want 403 from access control, data not reached)"
 forward dd "pod/$data_pod" 3500
 out=$(http GET "http://127.0.0.1:$dd/v1.0/invoke/recommendation/method/recommend")
 [ "${out%% *}" = 403 ] && ok "through data's daprd: GET recommendation/recommend -> 403 (nobody may invoke recommendation through Dapr)" \
@@ -568,8 +598,8 @@ restart_under_load rollout-dapr "http://recommendation.$NS.svc.cluster.local:800
 # DNS record's 5 s), so no /recommend fails. With the 15 s block this lost 412-540 of 1000.
 note "rolling restart of data under load (deploy/dapr): $sent requests, $bad not 200 (codes $codes), load went on $covered s after the last old pod was gone"
 [ "$sent" -gt 0 ] && [ "$bad" = 0 ] \
-  && ok "rolling restart of data under load (deploy/dapr, 50 req/s for $ROLLOUT_SECONDS s, data cache off): $sent requests, none failed" \
-  || not_ok "rolling restart of data under load (deploy/dapr, 50 req/s for $ROLLOUT_SECONDS s, data cache off): $sent requests, $bad not 200 (codes $codes)"
+  && ok "rolling restart of data under load (deploy/dapr, 50 req/s until $covered s after the last old pod was gone, data cache off): $sent requests, none failed" \
+  || not_ok "rolling restart of data under load (deploy/dapr, 50 req/s until $covered s after the last old pod was gone, data cache off): $sent requests, $bad not 200 (codes $codes)"
 after_restarts="$(restarts recommendation) $(restarts redis)"
 grep -qv '=0$' <(tr ' ' '\n' <<<"$after_restarts" | grep .) \
   && not_ok "containers restarted during the checks: $after_restarts" || ok "no recommendation or Redis container restarted during the checks"
@@ -641,7 +671,7 @@ else
   restart_under_load rollout-istio "http://recommendation.$NS.svc.cluster.local:8000/recommend"
   note "7. rolling restart of data under load with both sidecars: $sent requests, $bad not 200 (codes $codes), load went on $covered s after the last old pod was gone"
   [ "$sent" -gt 0 ] && [ "$bad" = 0 ] \
-    && ok "7. rolling restart of data under load with both sidecars (50 req/s for $ROLLOUT_SECONDS s, data cache off): $sent requests, none failed" \
-    || not_ok "7. rolling restart of data under load with both sidecars (50 req/s for $ROLLOUT_SECONDS s): $sent requests, $bad not 200 (codes $codes)"
+    && ok "7. rolling restart of data under load with both sidecars (50 req/s until $covered s after the last old pod was gone, data cache off): $sent requests, none failed" \
+    || not_ok "7. rolling restart of data under load with both sidecars (50 req/s until $covered s after the last old pod was gone): $sent requests, $bad not 200 (codes $codes)"
   undeploy
 fi
