@@ -16,7 +16,10 @@
 # mode's cost is the median of its per-round throughput loss against `minimal` in the same round.
 #
 # Settings (environment): BENCH_MODES ("bare minimal defaults"), BENCH_ROUNDS (3), BENCH_DURATION (10, seconds per
-# run), BENCH_WARMUP (2), BENCH_CONNECTIONS (16), BENCH_THREADS (1). Needs wrk (Debian: apt-get install -y wrk).
+# run), BENCH_WARMUP (2), BENCH_CONNECTIONS (16), BENCH_THREADS (1), BENCH_CALLGRIND (1: afterwards, the
+# instructions per request of `bare`, `minimal` and `defaults` counted by bench/callgrind.sh on the same binaries
+# over BENCH_CALLGRIND_REQUESTS (500) requests,
+# the steady figure on a shared machine; 0 skips it; needs valgrind). Needs wrk (Debian: apt-get install -y wrk).
 # Agent logs and raw wrk output go to bench/results/<timestamp>/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -243,3 +246,11 @@ if awk -F'\t' 'NR > 1 && $6 != 0 {bad = 1} END {exit !bad}' "$RESULTS"; then
     exit 1
 fi
 echo "raw results: $OUT" >&2
+if [[ ${BENCH_CALLGRIND:-1} != 0 ]]; then
+    if command -v valgrind >/dev/null; then
+        BENCH_BIN=$BIN BENCH_VARIANTS="bare minimal defaults" BENCH_REQUESTS=${BENCH_CALLGRIND_REQUESTS:-500} \
+            BENCH_WARMUP_REQUESTS=50 bench/callgrind.sh
+    else
+        echo "bench: valgrind not found, instructions per request not counted (Debian: apt-get install -y valgrind)" >&2
+    fi
+fi

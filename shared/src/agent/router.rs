@@ -14,6 +14,7 @@
 //! exists only once the router has matched.
 
 use axum::{Router, handler::Handler};
+use tower::ServiceBuilder;
 
 use super::Agent;
 use crate::{
@@ -28,10 +29,14 @@ pub fn router<A: Agent>(agent: &A) -> Router {
     let core = agent.core();
     let app = dapr::require_app_token(agent.routes(), core.app_api_token.as_deref());
     // Outermost first on each request: observe, body bounds, shedding, token, handler. A body declared too large is
-    // refused before it takes an in-flight slot; a shed request is still logged with its id.
-    let app = http::shed(app, core.limits.max_in_flight)
-        .layer(RequestBodyLayer::new(core.limits.body))
-        .layer(ObserveLayer::new());
+    // refused before it takes an in-flight slot; a shed request is still logged with its id. One `layer` call for
+    // the three: each call boxes every route once more, and every request clones and moves through each box.
+    let app = app.layer(
+        ServiceBuilder::new()
+            .layer(ObserveLayer::new())
+            .layer(RequestBodyLayer::new(core.limits.body))
+            .layer(http::shed_layer(core.limits.max_in_flight)),
+    );
     let ops = http::health::routes(core.health.clone())
         .merge(obs::metrics::routes())
         .merge(http::docs::routes(A::openapi()))

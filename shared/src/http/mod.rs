@@ -17,7 +17,7 @@ use std::{net::IpAddr, time::Duration};
 use clap::Args;
 
 pub use health::Health;
-pub use limits::{BodyLimits, BoundedBody, Limits, RequestBodyLayer, shed};
+pub use limits::{BodyLimits, BoundedBody, Limits, RequestBodyLayer, ShedAnswer, ShedLayer, shed, shed_layer};
 pub use server::{DrainOutcome, ServeOptions};
 
 use crate::config::{parse_duration, parse_positive_duration};

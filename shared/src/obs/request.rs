@@ -170,12 +170,13 @@ fn new_request_id() -> HeaderValue {
 /// The span of one request. The ERROR-level one also names the server span (`GET /recommend`) and can carry its
 /// status when OpenTelemetry is on; see the module docs for the levels.
 fn request_span(req: &Request, route: &str, request_id: &HeaderValue, quiet: bool) -> Span {
-    let method = req.method();
+    // As text, not `%method`: a `&str` field is written as it is, a displayed one through `fmt` and an escaper.
+    let method = req.method().as_str();
     // Quiet spans are below the OpenTelemetry layer's INFO filter, so they never need the exported span's fields.
     let span = match (quiet, otel::enabled()) {
-        (true, _) => tracing::debug_span!("request", %method, route),
-        (false, false) => tracing::error_span!("request", %method, route),
-        (false, true) => tracing::error_span!("request", %method, route, status = Empty, latency_ms = Empty,
+        (true, _) => tracing::debug_span!("request", method, route),
+        (false, false) => tracing::error_span!("request", method, route),
+        (false, true) => tracing::error_span!("request", method, route, status = Empty, latency_ms = Empty,
             otel.name = %format_args!("{method} {route}"), otel.kind = "server", otel.status_code = Empty,
             request_id = Empty),
     };
