@@ -16,7 +16,9 @@
 # mode's cost is the median of its per-round throughput loss against `minimal` in the same round.
 #
 # Settings (environment): BENCH_MODES ("bare minimal defaults"), BENCH_ROUNDS (3), BENCH_DURATION (10, seconds per
-# run), BENCH_WARMUP (2), BENCH_CONNECTIONS (16), BENCH_THREADS (1). Needs wrk (Debian: apt-get install -y wrk).
+# run), BENCH_WARMUP (2), BENCH_CONNECTIONS (16), BENCH_THREADS (1), BENCH_BIN (binaries to run, e.g. a copy of an
+# earlier build to compare with, run alternately; unset: target/release, built first). Needs wrk (Debian: apt-get
+# install -y wrk).
 # Agent logs and raw wrk output go to bench/results/<timestamp>/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,7 +30,7 @@ WARMUP=${BENCH_WARMUP:-2}
 CONNECTIONS=${BENCH_CONNECTIONS:-16}
 THREADS=${BENCH_THREADS:-1}
 OUT="bench/results/$(date +%Y%m%dT%H%M%S)"
-BIN="${CARGO_TARGET_DIR:-target}/release"
+BIN=${BENCH_BIN:-${CARGO_TARGET_DIR:-target}/release}
 # Where the agents' stdout goes: a file written through a pipe (`pipe`, like a container runtime reading the
 # container's stdout), a file written directly (`file`), or /dev/null (`null`).
 LOG_SINK=${BENCH_LOG_SINK:-pipe}
@@ -37,8 +39,10 @@ command -v wrk >/dev/null || { echo "bench: wrk not found (Debian: apt-get insta
 command -v curl >/dev/null || { echo "bench: curl not found" >&2; exit 1; }
 mkdir -p "$OUT"
 
-echo "bench: building release binaries" >&2
-nice cargo build --release --locked -p data -p recommendation -p agent-tests --bin data --bin recommendation --example bare_chain >&2
+if [[ -z ${BENCH_BIN:-} ]]; then
+    echo "bench: building release binaries" >&2
+    nice cargo build --release --locked -p data -p recommendation -p agent-tests --bin data --bin recommendation --example bare_chain >&2
+fi
 
 PIDS=()
 cleanup() {
