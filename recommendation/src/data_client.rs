@@ -107,12 +107,15 @@ pub struct DataReachability {
 /// least recently used is forgotten, so a flood of user ids cannot grow the process.
 pub const STALE_MAX_ENTRIES: usize = 1024;
 
+/// A good answer's body and when it came.
+type LastGood = (Arc<[u8]>, Instant);
+
 /// The last good answer of each URL, as received (the body, decoded again when it is served), kept only when stale
 /// answers are allowed (`STALE_CACHE_TTL` > 0).
 #[derive(Debug, Clone)]
 struct StaleCache {
     ttl: Duration,
-    last_good: Arc<Mutex<LruCache<Url, (Arc<[u8]>, Instant)>>>,
+    last_good: Arc<Mutex<LruCache<Url, LastGood>>>,
 }
 
 impl StaleCache {
