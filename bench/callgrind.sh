@@ -3,7 +3,9 @@
 # unlike requests/s on a shared machine, so it shows where time goes and whether a change made it cheaper.
 #
 # For each variant (`bare`: tests/examples/bare_chain.rs; `defaults`: the agents as shipped, JSON logs at info,
-# metrics on; `minimal`: RUST_LOG=warn, METRICS_ENABLED=false) both hops run under callgrind on loopback. After a
+# metrics on; `minimal`: RUST_LOG=warn, METRICS_ENABLED=false; `v1`, `v2`: defaults with MODEL=v1 or v2, driving
+# the personal GET /recommend?user=u<k>&limit=10 over the default data set's users in bench/users.lua's order)
+# both hops run under callgrind on loopback. After a
 # warm-up the counters are zeroed, exactly BENCH_REQUESTS sequential keep-alive requests are sent with curl, and the
 # counters are dumped; instructions per request = the dump's total / BENCH_REQUESTS (every thread of the process,
 # including the log writer). The top functions (exclusive) of each dump are written beside it; they name the
@@ -12,7 +14,8 @@
 # Settings (environment): BENCH_VARIANTS ("bare defaults minimal"), BENCH_REQUESTS (2000), BENCH_WARMUP_REQUESTS
 # (200), BENCH_BIN (target/release, as bench/run.sh builds it; the release profile strips symbols, so the dumps
 # name no functions: for that, build the same code with CARGO_PROFILE_RELEASE_STRIP=none into another
-# CARGO_TARGET_DIR and point BENCH_BIN at it), BENCH_TOP (15, functions listed per dump). Needs valgrind (Debian: apt-get install -y valgrind) and curl.
+# CARGO_TARGET_DIR and point BENCH_BIN at it), BENCH_TOP (15, functions listed per dump), BENCH_USERS (1000, users
+# the v1/v2 variants walk). Needs valgrind (Debian: apt-get install -y valgrind) and curl.
 # Output and dumps: bench/results/callgrind-<timestamp>/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -53,11 +56,18 @@ wait_ok() {
     done
 }
 
-# N sequential requests on one keep-alive connection.
+# N sequential requests on one keep-alive connection; with USERS set, to $url?user=u<k>&limit=10, k walking the
+# users 1..USERS in bench/users.lua's scrambled order.
 requests() {
-    local url=$1 n=$2 cfg
+    local url=$1 n=$2 cfg i
     cfg=$(mktemp)
-    for _ in $(seq "$n"); do printf 'url = "%s"\noutput = "/dev/null"\n' "$url"; done >"$cfg"
+    for i in $(seq "$n"); do
+        if [[ -n ${USERS:-} ]]; then
+            printf 'url = "%s?user=u%d&limit=10"\noutput = "/dev/null"\n' "$url" $(((i * 7919) % USERS + 1))
+        else
+            printf 'url = "%s"\noutput = "/dev/null"\n' "$url"
+        fi
+    done >"$cfg"
     curl -sf -K "$cfg"
     rm -f "$cfg"
 }
@@ -92,9 +102,10 @@ for variant in $VARIANTS; do
             under_callgrind "$variant-reco" "$BIN/examples/bare_chain" recommend "$reco_port" "http://127.0.0.1:$data_port"
             reco_pid=$LAST_PID
             ;;
-        defaults | minimal)
+        defaults | minimal | v1 | v2)
             extra=()
             [[ $variant == minimal ]] && extra=(RUST_LOG=warn METRICS_ENABLED=false)
+            [[ $variant == v1 || $variant == v2 ]] && extra=(MODEL="$variant")
             under_callgrind "$variant-data" "${base[@]}" "${extra[@]}" PORT="$data_port" "$BIN/data"
             data_pid=$LAST_PID
             under_callgrind "$variant-reco" "${base[@]}" "${extra[@]}" PORT="$reco_port" \
@@ -105,6 +116,8 @@ for variant in $VARIANTS; do
         *) echo "callgrind: unknown variant $variant" >&2; exit 2 ;;
     esac
     url="http://127.0.0.1:$reco_port/recommend"
+    USERS=
+    [[ $variant == v1 || $variant == v2 ]] && USERS=${BENCH_USERS:-1000}
     wait_ok "$url"
     requests "$url" "$WARMUP"
     callgrind_control -z "$data_pid" >/dev/null

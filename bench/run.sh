@@ -16,10 +16,11 @@
 # mode's cost is the median of its per-round throughput loss against `minimal` in the same round.
 #
 # Settings (environment): BENCH_MODES ("bare minimal defaults"), BENCH_ROUNDS (3), BENCH_DURATION (10, seconds per
-# run), BENCH_WARMUP (2), BENCH_CONNECTIONS (16), BENCH_THREADS (1), BENCH_CALLGRIND (1: afterwards, the
-# instructions per request of `bare`, `minimal` and `defaults` counted by bench/callgrind.sh on the same binaries
-# over BENCH_CALLGRIND_REQUESTS (500) requests,
-# the steady figure on a shared machine; 0 skips it; needs valgrind). Needs wrk (Debian: apt-get install -y wrk).
+# run), BENCH_WARMUP (2), BENCH_CONNECTIONS (16), BENCH_THREADS (1), BENCH_BIN (binaries to run, e.g. a copy of an
+# earlier build to compare with, run alternately; unset: target/release, built first), BENCH_CALLGRIND (1:
+# afterwards, the instructions per request of `bare`, `minimal` and `defaults` counted by bench/callgrind.sh on the
+# same binaries over BENCH_CALLGRIND_REQUESTS (500) requests, the steady figure on a shared machine; 0 skips it;
+# needs valgrind). Needs wrk (Debian: apt-get install -y wrk).
 # Agent logs and raw wrk output go to bench/results/<timestamp>/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,7 +32,7 @@ WARMUP=${BENCH_WARMUP:-2}
 CONNECTIONS=${BENCH_CONNECTIONS:-16}
 THREADS=${BENCH_THREADS:-1}
 OUT="bench/results/$(date +%Y%m%dT%H%M%S)"
-BIN="${CARGO_TARGET_DIR:-target}/release"
+BIN=${BENCH_BIN:-${CARGO_TARGET_DIR:-target}/release}
 # Where the agents' stdout goes: a file written through a pipe (`pipe`, like a container runtime reading the
 # container's stdout), a file written directly (`file`), or /dev/null (`null`).
 LOG_SINK=${BENCH_LOG_SINK:-pipe}
@@ -40,8 +41,10 @@ command -v wrk >/dev/null || { echo "bench: wrk not found (Debian: apt-get insta
 command -v curl >/dev/null || { echo "bench: curl not found" >&2; exit 1; }
 mkdir -p "$OUT"
 
-echo "bench: building release binaries" >&2
-nice cargo build --release --locked -p data -p recommendation -p agent-tests --bin data --bin recommendation --example bare_chain >&2
+if [[ -z ${BENCH_BIN:-} ]]; then
+    echo "bench: building release binaries" >&2
+    nice cargo build --release --locked -p data -p recommendation -p agent-tests --bin data --bin recommendation --example bare_chain >&2
+fi
 
 PIDS=()
 cleanup() {

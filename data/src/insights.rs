@@ -27,7 +27,7 @@ use axum::{
 };
 use recsys::{
     Applied, BatchError, Catalog, Insights, Limits, LoadError, UserQuery,
-    insights::{MAX_CATEGORIES, MAX_LIMIT},
+    insights::{MAX_CATEGORIES, MAX_LIMIT, NEIGHBOURS},
     validate::{self, MAX_CATEGORY_CHARS},
     wire::{InsightsSummary, NewInteraction, UserInsights},
 };
@@ -125,6 +125,10 @@ pub struct UserInsightsParams {
     /// answers each once, in the order given. A category the catalog does not have gets an empty list.
     #[param(max_items = 10)]
     pub category: Option<Vec<String>>,
+    /// How many neighbours of each history item `neighbours` lists, 0 to 10 (a client that reads none, such as
+    /// model v1, asks for 0: the answer is then a fraction of the size).
+    #[param(minimum = 0, maximum = 10, default = 10)]
+    pub neighbours: Option<i64>,
 }
 
 /// Query parameters of `GET /insights` (documentation).
@@ -229,17 +233,21 @@ pub async fn user_insights(
 ) -> Result<Json<UserInsights>, ValidationErrorBody> {
     let raw = raw.unwrap_or_default();
     let query = QueryParams::parse(&raw);
+    let neighbours = query.optional_int("neighbours", 0..=NEIGHBOURS as i64);
     // Every invalid input is reported at once, path first, then the query in declaration order, as FastAPI does.
-    let (user, limit, categories) = match (path_id(&path, "user"), limit_param(&query), categories_param(&raw)) {
-        (Ok(user), Ok(limit), Ok(categories)) => (user, limit, categories),
-        (user, limit, categories) => {
-            let mut detail: Vec<ValidationIssue> =
-                user.err().into_iter().chain(limit.err()).map(|issue| *issue).collect();
-            detail.extend(categories.err().unwrap_or_default());
-            return Err(ValidationErrorBody { detail });
-        }
-    };
-    let query = UserQuery { user: &user, limit, categories: &categories };
+    let (user, limit, categories, neighbours) =
+        match (path_id(&path, "user"), limit_param(&query), categories_param(&raw), neighbours) {
+            (Ok(user), Ok(limit), Ok(categories), Ok(neighbours)) => (user, limit, categories, neighbours),
+            (user, limit, categories, neighbours) => {
+                let mut detail: Vec<ValidationIssue> =
+                    user.err().into_iter().chain(limit.err()).map(|issue| *issue).collect();
+                detail.extend(categories.err().unwrap_or_default());
+                detail.extend(neighbours.err().map(|issue| *issue));
+                return Err(ValidationErrorBody { detail });
+            }
+        };
+    let neighbours = neighbours.map_or(NEIGHBOURS, |n| n as usize);
+    let query = UserQuery { user: &user, limit, categories: &categories, neighbours };
     let answer = state.insights.read(|insights| insights.user_insights(&query));
     // Every rule user_insights enforces was checked above with FastAPI's shapes.
     Ok(Json(answer.expect("the query was validated")))

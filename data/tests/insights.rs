@@ -109,10 +109,8 @@ async fn user_insights_answer_what_the_recsys_crate_computes() {
     let (status, body) = get(&app, "/insights/users/u1?limit=5&category=books&category=music&category=books").await;
     assert_eq!(status, StatusCode::OK);
     let categories = ["books".to_owned(), "music".to_owned(), "books".to_owned()];
-    let expected = state
-        .insights()
-        .read(|insights| insights.user_insights(&UserQuery { user: "u1", limit: 5, categories: &categories }))
-        .unwrap();
+    let expected =
+        state.insights().read(|insights| insights.user_insights(&UserQuery::new("u1", 5, &categories))).unwrap();
     assert_eq!(body, serde_json::to_value(&expected).unwrap());
     assert!(expected.interacted > 0, "u1 has a history in the default data set");
     assert_eq!(body["popular"].as_array().unwrap().len(), 5);
@@ -123,6 +121,33 @@ async fn user_insights_answer_what_the_recsys_crate_computes() {
     let (_, defaults) = get(&app, "/insights/users/u1").await;
     assert_eq!(defaults["popular"].as_array().unwrap().len(), 10, "limit defaults to 10");
     assert_eq!(defaults["popular_in"], json!([]));
+    assert_eq!(defaults, get(&app, "/insights/users/u1?neighbours=10").await.1, "neighbours defaults to 10");
+}
+
+#[tokio::test]
+async fn neighbours_asks_for_fewer_neighbours_and_changes_nothing_else() {
+    let (app, _) = app();
+    let (_, all) = get(&app, "/insights/users/u1?limit=5").await;
+    let lists = |body: &Value| -> Vec<usize> {
+        body["neighbours"].as_array().unwrap().iter().map(|n| n["neighbours"].as_array().unwrap().len()).collect()
+    };
+    assert!(lists(&all).iter().any(|&n| n > 3), "u1 has neighbours to cut: {:?}", lists(&all));
+    for n in [0, 3] {
+        let (status, mut fewer) = get(&app, &format!("/insights/users/u1?limit=5&neighbours={n}")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(lists(&fewer), lists(&all).iter().map(|&len| len.min(n)).collect::<Vec<_>>());
+        for (few, every) in fewer["neighbours"].as_array().unwrap().iter().zip(all["neighbours"].as_array().unwrap()) {
+            assert_eq!(few["item"], every["item"]);
+            let kept = &every["neighbours"].as_array().unwrap()[..few["neighbours"].as_array().unwrap().len()];
+            assert_eq!(few["neighbours"].as_array().unwrap()[..], kept[..], "the first, most similar ones");
+        }
+        fewer["neighbours"] = all["neighbours"].clone();
+        assert_eq!(fewer, all, "the rest of the answer is the same");
+    }
+    let (status, body) = get(&app, "/insights/users/u1?neighbours=11").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(kinds(&body), ["less_than_equal"]);
+    assert_eq!(body["detail"][0]["loc"], json!(["query", "neighbours"]));
 }
 
 #[tokio::test]
@@ -141,7 +166,8 @@ async fn an_unknown_user_is_a_cold_user_not_a_404() {
 async fn user_insights_parameters_are_checked_like_fastapi_all_at_once() {
     let (app, _) = app();
     let long = "x".repeat(41);
-    let (status, body) = get(&app, &format!("/insights/users/bad%20id?limit=0&category=&category={long}")).await;
+    let (status, body) =
+        get(&app, &format!("/insights/users/bad%20id?neighbours=-1&limit=0&category=&category={long}")).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(
         locs(&body),
@@ -149,10 +175,14 @@ async fn user_insights_parameters_are_checked_like_fastapi_all_at_once() {
             json!(["path", "user"]),
             json!(["query", "limit"]),
             json!(["query", "category", 0]),
-            json!(["query", "category", 1])
+            json!(["query", "category", 1]),
+            json!(["query", "neighbours"])
         ]
     );
-    assert_eq!(kinds(&body), ["string_pattern_mismatch", "greater_than_equal", "string_too_short", "string_too_long"]);
+    assert_eq!(
+        kinds(&body),
+        ["string_pattern_mismatch", "greater_than_equal", "string_too_short", "string_too_long", "greater_than_equal"]
+    );
     assert_eq!(body["detail"][0]["input"], "bad id");
     assert_eq!(body["detail"][3]["ctx"], json!({"max_length": 40}));
 
@@ -340,7 +370,7 @@ async fn openapi_describes_the_new_routes_their_bodies_and_errors() {
     }
     let params: Vec<&Value> =
         paths["/insights/users/{user}"]["get"]["parameters"].as_array().unwrap().iter().map(|p| &p["name"]).collect();
-    assert_eq!(params, [&json!("user"), &json!("limit"), &json!("category")]);
+    assert_eq!(params, [&json!("user"), &json!("limit"), &json!("category"), &json!("neighbours")]);
     let schemas = &spec["components"]["schemas"];
     for schema in
         ["UserInsights", "InsightsSummary", "ItemsPage", "Item", "InteractionBatch", "BatchApplied", "NewInteraction"]

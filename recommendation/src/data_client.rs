@@ -1,7 +1,7 @@
 //! The call to the data agent, directly or through the Dapr sidecar: bounded in time and size, retried when that
 //! can help, guarded by a circuit breaker, with an optional stale fallback.
 //!
-//! Every call to data goes through [`DataClient::fetch_at`]: the seed answer (`GET /data`, [`DataClient::fetch`]) and
+//! Every call to data goes through [`DataClient::fetch_as`]: the seed answer (`GET /data`, [`DataClient::fetch`]) and
 //! one user's insights (`GET /insights/users/{user}`, [`DataClient::user_insights`]) share the pool, the retry
 //! policy, the circuit breaker (both are the same upstream) and the stale fallback, kept per URL.
 //!
@@ -30,7 +30,7 @@ use backon::Retryable;
 use lru::LruCache;
 use recsys::UserInsights;
 use reqwest::header::{ACCEPT, CONTENT_LENGTH, HeaderMap, HeaderValue};
-use serde::Serialize;
+use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 use shared::obs::TraceHeaders;
 use tracing::Instrument;
@@ -107,11 +107,15 @@ pub struct DataReachability {
 /// least recently used is forgotten, so a flood of user ids cannot grow the process.
 pub const STALE_MAX_ENTRIES: usize = 1024;
 
-/// The last good answer of each URL, kept only when stale answers are allowed (`STALE_CACHE_TTL` > 0).
+/// A good answer's body and when it came.
+type LastGood = (Arc<[u8]>, Instant);
+
+/// The last good answer of each URL, as received (the body, decoded again when it is served), kept only when stale
+/// answers are allowed (`STALE_CACHE_TTL` > 0).
 #[derive(Debug, Clone)]
 struct StaleCache {
     ttl: Duration,
-    last_good: Arc<Mutex<LruCache<Url, (Value, Instant)>>>,
+    last_good: Arc<Mutex<LruCache<Url, LastGood>>>,
 }
 
 impl StaleCache {
@@ -120,16 +124,16 @@ impl StaleCache {
         Self { ttl, last_good: Arc::new(Mutex::new(LruCache::new(capacity))) }
     }
 
-    fn store(&self, url: &Url, data: &Value) {
+    fn store(&self, url: &Url, body: &[u8]) {
         if !self.ttl.is_zero()
             && let Ok(mut last_good) = self.last_good.lock()
         {
-            last_good.put(url.clone(), (data.clone(), Instant::now()));
+            last_good.put(url.clone(), (Arc::from(body), Instant::now()));
         }
     }
 
     /// The last good answer of `url` and its age, if it is not older than the TTL.
-    fn get(&self, url: &Url) -> Option<(Value, Duration)> {
+    fn get(&self, url: &Url) -> Option<(Arc<[u8]>, Duration)> {
         if self.ttl.is_zero() {
             return None;
         }
@@ -205,13 +209,17 @@ impl DataClient {
         self.fetch_at(&self.endpoint, trace).await
     }
 
-    /// Fetches one user's insights (`GET /insights/users/{user}?limit=..&category=..`): what the models need.
+    /// Fetches one user's insights (`GET /insights/users/{user}?limit=..&category=..&neighbours=..`): what the
+    /// models need, with `neighbours` neighbours of each history item (the parameter is left out at the data
+    /// agent's default, [`recsys::insights::NEIGHBOURS`]; a data agent that predates it sends them all, which
+    /// gives the same recommendations).
     /// An answer that is not [`UserInsights`] is a bad answer (502), like any other body data should not send.
     pub async fn user_insights(
         &self,
         user: &str,
         limit: usize,
         categories: &[String],
+        neighbours: usize,
         trace: &TraceHeaders,
     ) -> Result<(UserInsights, Option<Duration>), DataError> {
         let mut url = data_route(&self.base, &["insights", "users", user]);
@@ -221,21 +229,37 @@ impl DataClient {
             for category in categories {
                 query.append_pair("category", category);
             }
+            if neighbours < recsys::insights::NEIGHBOURS {
+                query.append_pair("neighbours", &neighbours.to_string());
+            }
         }
-        let DataAnswer { data, stale_age } = self.fetch_at(&url, trace).await?;
-        let insights = serde_json::from_value(data)
-            .map_err(|e| DataError::DataBadBody(format!("not the insights of a user: {e}")))?;
-        Ok((insights, stale_age))
+        self.fetch_as(&url, "the insights of a user", trace).await
     }
 
-    /// Fetches the data agent's JSON answer at `url`, forwarding the caller's trace headers: every attempt, retry
-    /// and fallback happens in here, and the call's outcome is recorded here once.
+    /// Fetches the data agent's JSON answer at `url`, forwarding the caller's trace headers (see
+    /// [`DataClient::fetch_as`]).
     pub async fn fetch_at(&self, url: &Url, trace: &TraceHeaders) -> Result<DataAnswer, DataError> {
+        let (data, stale_age) = self.fetch_as(url, "JSON", trace).await?;
+        Ok(DataAnswer { data, stale_age })
+    }
+
+    /// Fetches the answer at `url` decoded as `T` (`what` names it in errors), and `Some(age)` when it is the last
+    /// good answer because data is unavailable: every attempt, retry and fallback happens in here, and the call's
+    /// outcome is recorded here once. The body is decoded once, straight into `T` (for the insights, a tree of
+    /// `serde_json::Value`s first would cost as much again). A body that is not JSON is data failing (retried no
+    /// further, counted by the breaker); JSON of another shape is an answer data gave (the call's outcome is `ok`)
+    /// that this agent cannot use: either way a bad answer (502).
+    pub async fn fetch_as<T: DeserializeOwned>(
+        &self,
+        url: &Url,
+        what: &str,
+        trace: &TraceHeaders,
+    ) -> Result<(T, Option<Duration>), DataError> {
         let started = Instant::now();
         let deadline = started + self.deadline;
         let attempts = AtomicU32::new(0);
         let call = DataCall::start(self.mode, url, trace);
-        let result = (|| self.attempt(url, call.headers(), deadline, &attempts))
+        let result = (|| self.attempt::<T>(url, call.headers(), deadline, &attempts))
             .retry(self.retry.backoff())
             .when(|err: &DataError| self.retry.is_retryable(err))
             .adjust(|_, backoff| backoff.filter(|wait| retry::fits_before(deadline, *wait)))
@@ -268,11 +292,13 @@ impl DataClient {
             *last = Some(LastCall { outcome, at: Instant::now() });
         }
         match result {
-            Ok(data) => {
-                self.stale.store(url, &data);
-                Ok(DataAnswer { data, stale_age: None })
+            Ok(Answer::Decoded(data, body)) => {
+                self.stale.store(url, &body);
+                Ok((data, None))
             }
-            Err(err) => match self.stale.get(url) {
+            Ok(Answer::OtherShape(err)) => Err(DataError::DataBadBody(format!("not {what}: {err}"))),
+            // A stored body was decoded as `T` when it came.
+            Err(err) => match self.stale.get(url).and_then(|(body, age)| Some((decode(&body).ok()?, age))) {
                 Some((data, age)) => {
                     metrics::counter!("data_stale_answers_total").increment(1);
                     tracing::warn!(
@@ -280,7 +306,7 @@ impl DataClient {
                         age_s = age.as_secs(),
                         "data unavailable; answering with the last good data"
                     );
-                    Ok(DataAnswer { data, stale_age: Some(age) })
+                    Ok((data, Some(age)))
                 }
                 None => Err(err),
             },
@@ -289,13 +315,13 @@ impl DataClient {
 
     /// One attempt: leave from the breaker, then the call bounded by the attempt timeout or the deadline,
     /// whichever is nearer; the outcome is reported to the breaker.
-    async fn attempt(
+    async fn attempt<T: DeserializeOwned>(
         &self,
         url: &Url,
         trace: &TraceHeaders,
         deadline: Instant,
         attempts: &AtomicU32,
-    ) -> Result<Value, DataError> {
+    ) -> Result<Answer<T>, DataError> {
         let permit = self
             .breaker
             .try_acquire()
@@ -319,7 +345,11 @@ impl DataClient {
     }
 
     /// One call, sent again at once while its connection is closed before any answer (see the module docs).
-    async fn send_until_answered(&self, url: &Url, trace: &TraceHeaders) -> Result<Value, DataError> {
+    async fn send_until_answered<T: DeserializeOwned>(
+        &self,
+        url: &Url,
+        trace: &TraceHeaders,
+    ) -> Result<Answer<T>, DataError> {
         let mut resends = 0;
         loop {
             match self.fetch_once(url, trace).await {
@@ -333,7 +363,7 @@ impl DataClient {
         }
     }
 
-    async fn fetch_once(&self, url: &Url, trace: &TraceHeaders) -> Result<Value, DataError> {
+    async fn fetch_once<T: DeserializeOwned>(&self, url: &Url, trace: &TraceHeaders) -> Result<Answer<T>, DataError> {
         let mut response = self
             .http
             .get(url.clone())
@@ -360,7 +390,11 @@ impl DataClient {
             }
             body.extend_from_slice(&chunk);
         }
-        serde_json::from_slice(&body).map_err(|e| DataError::DataBadBody(format!("not JSON: {e}")))
+        match decode(&body) {
+            Ok(data) => Ok(Answer::Decoded(data, body)),
+            Err(err) if is_json(&body) => Ok(Answer::OtherShape(err)),
+            Err(err) => Err(DataError::DataBadBody(format!("not JSON: {err}"))),
+        }
     }
 
     /// Classifies a non-2xx answer. Through Dapr, a 500 carrying `ERR_DIRECT_INVOKE` is the sidecar saying it could
@@ -397,6 +431,21 @@ impl DataClient {
             circuit: self.breaker.snapshot(),
         }
     }
+}
+
+/// A body data answered, decoded as `T` (with the body, which the stale cache keeps), or JSON of another shape.
+enum Answer<T> {
+    Decoded(T, Vec<u8>),
+    OtherShape(serde_json::Error),
+}
+
+fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, serde_json::Error> {
+    serde_json::from_slice(body)
+}
+
+/// Whether `body` is JSON at all (asked only of a body that did not decode, to tell the two failures apart).
+fn is_json(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
 }
 
 /// Whether a failure says the data agent is not working, as opposed to an answer it gave on purpose (a 4xx): only
@@ -462,8 +511,6 @@ fn describe_metrics() {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
 
     fn url(path: &str) -> Url {
@@ -473,7 +520,7 @@ mod tests {
     #[test]
     fn the_stale_cache_is_off_at_ttl_zero() {
         let off = StaleCache::new(Duration::ZERO);
-        off.store(&url("/data"), &json!({"processed_data": "some_insights"}));
+        off.store(&url("/data"), br#"{"processed_data":"some_insights"}"#);
         assert!(off.get(&url("/data")).is_none());
         assert!(off.last_good.lock().unwrap().is_empty(), "nothing is even kept");
     }
@@ -483,9 +530,9 @@ mod tests {
         let stale = StaleCache::new(Duration::from_secs(30));
         let data_url = url("/data");
         assert!(stale.get(&data_url).is_none(), "nothing cached before the first good answer");
-        stale.store(&data_url, &json!({"processed_data": "some_insights"}));
+        stale.store(&data_url, br#"{"processed_data":"some_insights"}"#);
         let (data, age) = stale.get(&data_url).expect("within the TTL");
-        assert_eq!(data, json!({"processed_data": "some_insights"}));
+        assert_eq!(&data[..], br#"{"processed_data":"some_insights"}"#);
         assert_eq!(age, Duration::ZERO, "the paused clock has not moved");
         assert!(stale.get(&url("/insights/users/u1")).is_none(), "answers are kept per URL");
         tokio::time::advance(Duration::from_secs(30)).await;

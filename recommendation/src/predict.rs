@@ -74,9 +74,11 @@ async fn cached_or_computed(
         tracing::debug!(user, %model, version, "prediction served from the cache");
         return Ok(Prediction { items, stale_age: None });
     }
-    let (insights, stale_age) = state.data.user_insights(user, limit, categories, trace).await?;
+    let recommender = model.model();
+    let (insights, stale_age) =
+        state.data.user_insights(user, limit, categories, recommender.neighbours(), trace).await?;
     let preferences = recsys::Preferences { categories: categories.to_vec() };
-    let items = model.model().recommend(&insights, &preferences, limit);
+    let items = recommender.recommend(&insights, &preferences, limit);
     // A prediction from a stale answer is served once, marked, and never cached.
     if let Some(lookup) = lookup.filter(|_| stale_age.is_none()) {
         state.predictions.store_items(lookup, insights.version, categories, &items).await;

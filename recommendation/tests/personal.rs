@@ -29,6 +29,8 @@ use tower::ServiceExt;
 struct FakeData {
     insights: Mutex<Insights>,
     insights_calls: AtomicUsize,
+    /// The `neighbours` parameter of each insights call (`None`: not given).
+    neighbours_asked: Mutex<Vec<Option<usize>>>,
     failing: AtomicBool,
 }
 
@@ -45,16 +47,22 @@ async fn user_insights(
     if data.failing.load(Ordering::SeqCst) {
         return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"detail": "down"}))).into_response();
     }
-    let (mut limit, mut categories) = (10, Vec::new());
+    let (mut limit, mut categories, mut neighbours) = (10, Vec::new(), None);
     for (name, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
         match &*name {
             "limit" => limit = value.parse().unwrap(),
             "category" => categories.push(value.into_owned()),
+            "neighbours" => neighbours = Some(value.parse().unwrap()),
             other => panic!("unexpected query parameter {other}"),
         }
     }
+    data.neighbours_asked.lock().unwrap().push(neighbours);
     let insights = data.insights.lock().unwrap();
-    Json(insights.user_insights(&UserQuery { user: &user, limit, categories: &categories }).unwrap()).into_response()
+    let query = UserQuery {
+        neighbours: neighbours.unwrap_or(recsys::insights::NEIGHBOURS),
+        ..UserQuery::new(&user, limit, &categories)
+    };
+    Json(insights.user_insights(&query).unwrap()).into_response()
 }
 
 struct Mesh {
@@ -70,6 +78,7 @@ impl Mesh {
         let data = Arc::new(FakeData {
             insights: Mutex::new(built.clone()),
             insights_calls: AtomicUsize::new(0),
+            neighbours_asked: Mutex::default(),
             failing: AtomicBool::new(false),
         });
         let app = Router::new()
@@ -166,6 +175,23 @@ async fn v1_and_v2_differ_for_a_user_with_history_and_keep_the_seed_fields() {
         answers.push(items);
     }
     assert_ne!(answers[0], answers[1], "v1 and v2 must differ for a user with history");
+}
+
+#[tokio::test]
+async fn each_model_asks_data_for_the_neighbours_it_reads_and_answers_as_with_all_of_them() {
+    let mesh = Mesh::start().await;
+    for (model, asked) in [(ModelName::V1, Some(0)), (ModelName::V2, None)] {
+        mesh.data.neighbours_asked.lock().unwrap().clear();
+        for user in ["u1", "u42", "newcomer"] {
+            let body = recommend(&mesh.agent(model), &format!("user={user}&limit=7")).await;
+            // What the model makes of every neighbour data has, as the agent answered before asking for fewer.
+            let all = mesh.data.insights.lock().unwrap().user_insights(&UserQuery::new(user, 7, &[])).unwrap();
+            let expected = model.model().recommend(&all, &recsys::Preferences::default(), 7);
+            let expected: Vec<&str> = expected.iter().map(|r| r.id.as_str()).collect();
+            assert_eq!(ids(&body), expected, "{model} {user}");
+        }
+        assert_eq!(*mesh.data.neighbours_asked.lock().unwrap(), [asked; 3], "{model}");
+    }
 }
 
 #[tokio::test]
@@ -327,6 +353,29 @@ async fn a_body_that_is_not_user_insights_is_a_bad_gateway() {
         (status, body["detail"].clone()),
         (StatusCode::BAD_GATEWAY, json!("The data agent returned an invalid response."))
     );
+}
+
+/// Insights answered with `body`: every call fails (a bad answer, 502); whether data's circuit breaker opens on
+/// them is returned.
+async fn breaker_opens_on_insights_body(body: &'static str) -> bool {
+    let app = Router::new()
+        .route("/insights/users/{user}", get(move || async move { ([("content-type", "application/json")], body) }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let config = Config::for_tests(format!("http://{addr}").parse().unwrap());
+    let agent = AppState::new(&config).unwrap();
+    for _ in 0..config.data.data_breaker_threshold {
+        let answer = agent.data().user_insights("u1", 10, &[], 10, &shared::obs::TraceHeaders::default()).await;
+        assert!(matches!(answer, Err(recommendation::DataError::DataBadBody(_))), "{answer:?}");
+    }
+    agent.data().reachability().circuit.state == recommendation::breaker::CircuitState::Open
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_json_counts_against_data_and_json_of_another_shape_does_not() {
+    assert!(breaker_opens_on_insights_body("{\"popular\": [").await, "a broken body is data failing");
+    assert!(!breaker_opens_on_insights_body(r#"{"processed_data": "x"}"#).await, "another shape is an answer");
 }
 
 #[tokio::test]

@@ -103,7 +103,7 @@ pub fn evaluate(dataset: &DataSet, k: usize) -> Result<Evaluation, QueryError> {
     let preferences = Preferences::default();
     let mut totals = [(0.0, 0.0, 0.0); ModelName::ALL.len()];
     for &(user, item) in &split.held_out {
-        let query = UserQuery { user: split.train.users().id(user), limit: k, categories: &[] };
+        let query = UserQuery::new(split.train.users().id(user), k, &[]);
         let answer = insights.user_insights(&query)?;
         let wanted = &dataset.catalog().item(item).id;
         for (model, total) in ModelName::ALL.iter().zip(&mut totals) {

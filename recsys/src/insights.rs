@@ -106,6 +106,16 @@ pub struct UserQuery<'a> {
     pub limit: usize,
     /// The user's preferred categories, at most [`MAX_CATEGORIES`]; a repeated one is answered once.
     pub categories: &'a [String],
+    /// How many neighbours of each history item, 0 to [`NEIGHBOURS`]: a model that reads none (v1, see
+    /// [`crate::Recommender::neighbours`]) asks for none, which spares most of the answer's size and cost.
+    pub neighbours: usize,
+}
+
+impl<'a> UserQuery<'a> {
+    /// A query for everything a model may read: [`NEIGHBOURS`] neighbours of each history item.
+    pub fn new(user: &'a str, limit: usize, categories: &'a [String]) -> Self {
+        Self { user, limit, categories, neighbours: NEIGHBOURS }
+    }
 }
 
 /// Why a [`UserQuery`] was refused.
@@ -120,6 +130,9 @@ pub enum QueryError {
     /// Too many categories.
     #[error("at most {MAX_CATEGORIES} categories may be given")]
     TooManyCategories,
+    /// `neighbours` out of range.
+    #[error("`neighbours` must be between 0 and {NEIGHBOURS}")]
+    Neighbours,
     /// A malformed category name.
     #[error("category {index} {error}")]
     Category {
@@ -347,6 +360,9 @@ impl Insights {
         for (index, category) in query.categories.iter().enumerate() {
             validate::asked_category(category).map_err(|error| QueryError::Category { index, error })?;
         }
+        if query.neighbours > NEIGHBOURS {
+            return Err(QueryError::Neighbours);
+        }
         let profile = self.users.find(query.user).map(|user| &self.profiles[user.index()]);
         let seen = |item: ItemIdx| profile.is_some_and(|profile| profile.has(item));
         let latest = profile.map(|profile| profile.latest(HISTORY_LIMIT)).unwrap_or_default();
@@ -370,7 +386,10 @@ impl Insights {
             .iter()
             .map(|entry| Neighbours {
                 item: self.catalog.item(entry.item).id.clone(),
-                neighbours: self.neighbours(entry.item, NEIGHBOURS, &seen),
+                neighbours: match query.neighbours {
+                    0 => Vec::new(),
+                    n => self.neighbours(entry.item, n, &seen),
+                },
             })
             .collect();
         let history = latest
@@ -491,10 +510,15 @@ impl Insights {
                 item: counter.item,
             })
             .collect();
+        // Only the best `limit` are answered: picked first, so only they are sorted (the order is total, so the
+        // list is the one a full sort would start with).
+        if similar.len() > limit && limit > 0 {
+            similar.select_nth_unstable_by(limit - 1, Ranked::order);
+        }
+        similar.truncate(limit);
         similar.sort_by(Ranked::order);
         similar
             .iter()
-            .take(limit)
             .map(|entry| {
                 let candidate = self.candidate(entry.item);
                 Neighbour {
@@ -537,7 +561,7 @@ mod tests {
     }
 
     fn query<'a>(user: &'a str, limit: usize, categories: &'a [String]) -> UserQuery<'a> {
-        UserQuery { user, limit, categories }
+        UserQuery::new(user, limit, categories)
     }
 
     /// A data set from items `(id, category)` and interactions `(user, item)` with weight 1, one second apart.
@@ -621,6 +645,23 @@ mod tests {
     }
 
     #[test]
+    fn the_closest_neighbours_are_the_start_of_the_whole_ranking() {
+        let dataset = small();
+        let insights = Insights::build(&dataset, &Limits::default());
+        let mut compared = 0;
+        for item in dataset.catalog().items() {
+            // More than an item's counters: every partner, fully sorted.
+            let all = insights.similar_items(&item.id, CO_OCCURRENCE_COUNTERS + 1).unwrap();
+            for k in [1, 3, NEIGHBOURS] {
+                let best = insights.similar_items(&item.id, k).unwrap();
+                assert_eq!(best[..], all[..all.len().min(k)], "{} k={k}", item.id);
+                compared += usize::from(all.len() > k);
+            }
+        }
+        assert!(compared > 100, "lists longer than k were compared: {compared}");
+    }
+
+    #[test]
     fn only_items_close_in_a_history_are_paired() {
         let items: Vec<String> = (0..CO_OCCURRENCE_WINDOW + 2).map(|n| format!("i{n}")).collect();
         let catalog: Vec<(&str, &str)> = items.iter().map(|id| (id.as_str(), "c")).collect();
@@ -665,6 +706,23 @@ mod tests {
     }
 
     #[test]
+    fn fewer_neighbours_are_the_first_of_the_full_lists_and_change_nothing_else() {
+        let dataset = small();
+        let insights = Insights::build(&dataset, &Limits::default());
+        let user = dataset.users().id(dataset.interactions().last().unwrap().user).to_owned();
+        let full = insights.user_insights(&query(&user, 5, &[])).unwrap();
+        assert!(full.neighbours.iter().any(|n| n.neighbours.len() > 2), "the user has neighbours to cut");
+        for n in [0, 2] {
+            let fewer = insights.user_insights(&UserQuery { neighbours: n, ..query(&user, 5, &[]) }).unwrap();
+            assert_eq!(ids(&fewer.neighbours, |n| &n.item), ids(&full.neighbours, |n| &n.item));
+            for (few, all) in fewer.neighbours.iter().zip(&full.neighbours) {
+                assert_eq!(few.neighbours[..], all.neighbours[..all.neighbours.len().min(n)]);
+            }
+            assert_eq!(UserInsights { neighbours: full.neighbours.clone(), ..fewer }, full);
+        }
+    }
+
+    #[test]
     fn a_cold_user_gets_the_most_popular_items() {
         let insights = Insights::build(&small(), &Limits::default());
         let answer = insights.user_insights(&query("newcomer", 5, &[])).unwrap();
@@ -699,6 +757,8 @@ mod tests {
         assert_eq!(insights.user_insights(&query("u1", MAX_LIMIT + 1, &[])), Err(QueryError::Limit));
         let many = vec!["c".to_owned(); MAX_CATEGORIES + 1];
         assert_eq!(insights.user_insights(&query("u1", 5, &many)), Err(QueryError::TooManyCategories));
+        let too_many_neighbours = UserQuery { neighbours: NEIGHBOURS + 1, ..query("u1", 5, &[]) };
+        assert_eq!(insights.user_insights(&too_many_neighbours), Err(QueryError::Neighbours));
         let blank = vec!["books".to_owned(), String::new()];
         assert_eq!(
             insights.user_insights(&query("u1", 5, &blank)),

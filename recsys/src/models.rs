@@ -23,7 +23,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::wire::UserInsights;
+use crate::{insights::NEIGHBOURS, wire::UserInsights};
 
 /// Added to the relative popularity (at most 1) of items in a preferred category.
 pub const PREFERENCE_BOOST: f64 = 1.0;
@@ -111,6 +111,12 @@ pub trait Recommender: Send + Sync {
     /// (the data agent offers `limit` popular items whenever the catalog has that many the user has not seen).
     /// `insights` must have been asked for with the same `limit` and the preferences' categories.
     fn recommend(&self, insights: &UserInsights, preferences: &Preferences, limit: usize) -> Vec<Recommendation>;
+
+    /// How many neighbours of each history item the model reads ([`UserQuery::neighbours`]): its input can be
+    /// asked for with that many and gives the same answer as with all of them.
+    ///
+    /// [`UserQuery::neighbours`]: crate::insights::UserQuery::neighbours
+    fn neighbours(&self) -> usize;
 }
 
 /// A candidate while it is ranked: the reason is only written for the ones kept.
@@ -198,6 +204,10 @@ impl Recommender for Popularity {
     fn recommend(&self, insights: &UserInsights, preferences: &Preferences, limit: usize) -> Vec<Recommendation> {
         finish(popular_candidates(insights, preferences), limit)
     }
+
+    fn neighbours(&self) -> usize {
+        0
+    }
 }
 
 /// v2: personalised item–item co-occurrence on the user's history; v1 for cold users.
@@ -258,6 +268,10 @@ impl Recommender for CoOccurrence {
         scored.extend(evidence.into_values());
         finish(scored, limit)
     }
+
+    fn neighbours(&self) -> usize {
+        NEIGHBOURS
+    }
 }
 
 #[cfg(test)]
@@ -280,10 +294,14 @@ mod tests {
         })
     }
 
-    /// What `model` recommends to `user`, through the same steps as the agents: the data agent's answer, as JSON.
+    /// What `model` recommends to `user`, through the same steps as the agents: the data agent's answer (with the
+    /// neighbours the model reads), as JSON.
     fn recommend(model: ModelName, user: &str, categories: &[&str], limit: usize) -> Vec<Recommendation> {
         let preferences = Preferences { categories: categories.iter().map(|&c| c.to_owned()).collect() };
-        let query = UserQuery { user, limit, categories: &preferences.categories };
+        let query = UserQuery {
+            neighbours: model.model().neighbours(),
+            ..UserQuery::new(user, limit, &preferences.categories)
+        };
         let answer = default_insights().1.user_insights(&query).unwrap();
         let wire: UserInsights = serde_json::from_slice(&serde_json::to_vec(&answer).unwrap()).unwrap();
         assert_eq!(wire, answer, "the wire keeps every figure exactly");
@@ -312,6 +330,28 @@ mod tests {
         for name in ModelName::ALL {
             assert_eq!(name.model().name(), name);
         }
+    }
+
+    #[test]
+    fn the_neighbours_a_model_asks_for_give_the_answer_all_of_them_give() {
+        let insights = &default_insights().1;
+        for model in ModelName::ALL {
+            for user in ["u1", "u2", "u77", "u500", "u999", "newcomer"] {
+                for categories in [vec![], vec!["garden".to_owned(), "books".to_owned()]] {
+                    let all = insights.user_insights(&UserQuery::new(user, 10, &categories)).unwrap();
+                    let asked =
+                        UserQuery { neighbours: model.model().neighbours(), ..UserQuery::new(user, 10, &categories) };
+                    let asked = insights.user_insights(&asked).unwrap();
+                    let preferences = Preferences { categories };
+                    assert_eq!(
+                        model.model().recommend(&asked, &preferences, 10),
+                        model.model().recommend(&all, &preferences, 10),
+                        "{model} {user} {preferences:?}"
+                    );
+                }
+            }
+        }
+        assert_eq!(ModelName::V1.model().neighbours(), 0, "v1 reads no neighbours: its input is small");
     }
 
     #[test]

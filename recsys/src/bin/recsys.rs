@@ -188,42 +188,49 @@ fn bench(file: Option<&Path>, requests: usize, limit: usize) -> Result {
 
     // Requests go round the users in order; one in four is a cold user, one in two has preferred categories.
     let users = insights.users().ids();
-    let mut data_side = Vec::with_capacity(requests);
+    // Per model: the data side answers with the neighbours that model reads (UserQuery::neighbours), as the
+    // recommendation agent asks for them.
+    let mut data_side = [Vec::with_capacity(requests), Vec::with_capacity(requests)];
     let mut model_side = [Vec::with_capacity(requests), Vec::with_capacity(requests)];
-    let mut bytes = 0;
+    let mut bytes = [0; 2];
     let cpu_before = cpu_time();
     let wall_before = Instant::now();
     for n in 0..requests {
         let cold = format!("cold-{n}");
         let user = if n % 4 == 3 || users.is_empty() { cold.as_str() } else { users[n % users.len()].as_str() };
         let preferences = Preferences { categories: if n % 2 == 0 { Vec::new() } else { categories.clone() } };
-        let started = Instant::now();
-        let answer = insights.user_insights(&UserQuery { user, limit, categories: &preferences.categories })?;
-        let json = serde_json::to_vec(&answer)?;
-        data_side.push(started.elapsed());
-        bytes += json.len();
-        for (model, times) in ModelName::ALL.iter().zip(&mut model_side) {
+        for (m, model) in ModelName::ALL.iter().enumerate() {
+            let started = Instant::now();
+            let query = UserQuery {
+                neighbours: model.model().neighbours(),
+                ..UserQuery::new(user, limit, &preferences.categories)
+            };
+            let json = serde_json::to_vec(&insights.user_insights(&query)?)?;
+            data_side[m].push(started.elapsed());
+            bytes[m] += json.len();
             let started = Instant::now();
             let input: UserInsights = serde_json::from_slice(&json)?;
             let list = model.model().recommend(&input, &preferences, limit);
             std::hint::black_box(serde_json::to_vec(&list)?);
-            times.push(started.elapsed());
+            model_side[m].push(started.elapsed());
         }
     }
     let wall = wall_before.elapsed();
     let cpu_after = cpu_time();
-    if let Some(average) = bytes.checked_div(requests) {
-        println!("per request ({requests} requests, limit {limit}, {average} bytes of insights on average):");
+    if requests > 0 {
+        println!("per request ({requests} requests per model, limit {limit}):");
         // CPU time per request is only known on average: /proc updates it at scheduler ticks.
         let per_request = |total: Duration| total.as_secs_f64() * 1e6 / requests as f64;
         let cpu = match (cpu_before, cpu_after) {
             (Some(before), Some(after)) => format!(", CPU {:.1} µs", per_request(after.saturating_sub(before))),
             _ => String::new(),
         };
-        println!("  mean of the three steps below together: wall {:.1} µs{cpu}", per_request(wall));
-        println!("  {:<42} {}", "data: user_insights + JSON encoding", percentiles(&mut data_side));
-        for (model, times) in ModelName::ALL.iter().zip(&mut model_side) {
-            println!("  {:<42} {}", format!("{model}: JSON decoding + recommend + JSON"), percentiles(times));
+        println!("  mean of the four steps below together: wall {:.1} µs{cpu}", per_request(wall));
+        for (m, model) in ModelName::ALL.iter().enumerate() {
+            let asked = format!("data for {model} ({} bytes): user_insights + JSON", bytes[m] / requests);
+            println!("  {asked:<46} {}", percentiles(&mut data_side[m]));
+            let decoded = format!("{model}: JSON decoding + recommend + JSON");
+            println!("  {decoded:<46} {}", percentiles(&mut model_side[m]));
         }
     }
     Ok(())
