@@ -2,7 +2,8 @@
 # The data agent with its insights (issue 16), release build, loopback only. For the default data set and for a
 # generated DATA_FILE of RECSYS_ITEMS items / RECSYS_INTERACTIONS interactions, prints:
 #   - start-up: the time from starting the binary to its first 200 on /readyz (the insights are built before the
-#     listener is bound, so this includes loading and processing), and the RSS then and at its peak (VmHWM);
+#     listener is bound, so this includes loading and processing), the CPU time (user + system) it used by then,
+#     and the RSS then and at its peak (VmHWM);
 #   - GET /insights/users/{user}?limit=10 under wrk load (users spread over the whole set): requests/s, p50, p99;
 #   - the same while a writer POSTs batches of BENCH_BATCH rows to /interactions back to back, to show what batches
 #     cost the readers (the insights sit behind a lock: data/src/insights.rs), and how long a batch takes.
@@ -46,6 +47,9 @@ trap cleanup EXIT
 
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 kib() { awk -v key="$1:" '$1 == key { print $2 }' "/proc/$PID/status"; }
+# CPU time (user + system) of the agent so far, in ms: on a shared machine wall time measures the neighbours too.
+# Fields 14 and 15 of /proc/PID/stat, counted after the ") " that ends the command name.
+cpu_ms() { awk -v hz="$(getconf CLK_TCK)" '{ sub(/.*\) /, ""); printf "%d", ($12 + $13) * 1000 / hz }' "/proc/$PID/stat"; }
 
 cat >"$WORK/users.lua" <<'LUA'
 -- Users spread over the set with a stride, so requests do not hit one user's cached pages.
@@ -94,7 +98,7 @@ run_set() {
         [ "$(now_ms)" -lt "$deadline" ] || { echo "bench: data not ready within 120 s" >&2; exit 1; }
         sleep 0.05
     done
-    echo "  start-up to ready: $(($(now_ms) - started)) ms; RSS $(($(kib VmRSS) / 1024)) MiB, peak $(($(kib VmHWM) / 1024)) MiB"
+    echo "  start-up to ready: $(($(now_ms) - started)) ms (CPU $(cpu_ms) ms); RSS $(($(kib VmRSS) / 1024)) MiB, peak $(($(kib VmHWM) / 1024)) MiB"
     load "reads only" "$users"
     batch_file
     (

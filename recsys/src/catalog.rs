@@ -5,7 +5,7 @@
 //! are plain vectors. Ties between equally scored items are broken by id everywhere, through
 //! [`Catalog::id_rank`], so every answer is deterministic whatever order the catalog was written in.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 use serde::{Deserialize, Serialize};
 

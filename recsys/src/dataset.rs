@@ -1,7 +1,9 @@
 //! A data set: a catalog, the users seen, and their interactions with items, in time order. Read from `DATA_FILE`
 //! (see [`mod@crate::load`]) or generated (see [`crate::generate`]); [`crate::Insights`] is built from it.
 
-use std::{collections::HashMap, sync::Arc};
+use std::sync::Arc;
+
+use foldhash::HashMap;
 
 use crate::catalog::{Catalog, ItemIdx};
 

@@ -206,7 +206,7 @@ pub struct Insights {
     audience: Vec<u32>,
     popular: TopK,
     popular_by_category: Vec<TopK>,
-    co_occurrence: Vec<SpaceSaving>,
+    co_occurrence: SpaceSaving,
     interactions: u64,
     version: u64,
 }
@@ -224,7 +224,7 @@ impl Insights {
             audience: vec![0; items],
             popular: TopK::new(POPULAR_K),
             popular_by_category: vec![TopK::new(POPULAR_K); catalog.categories().len()],
-            co_occurrence: vec![SpaceSaving::default(); items],
+            co_occurrence: SpaceSaving::new(items, CO_OCCURRENCE_COUNTERS),
             interactions: 0,
             version: 0,
             catalog,
@@ -330,8 +330,8 @@ impl Insights {
                     .insert(position, UserItem { item, weight, interactions: 1, last_time: time, last_seq: seq });
                 self.audience[item.index()] += 1;
                 for &other in &profile.window {
-                    self.co_occurrence[other.index()].add(item, CO_OCCURRENCE_COUNTERS);
-                    self.co_occurrence[item.index()].add(other, CO_OCCURRENCE_COUNTERS);
+                    self.co_occurrence.add(other, item);
+                    self.co_occurrence.add(item, other);
                 }
                 if profile.window.len() == CO_OCCURRENCE_WINDOW {
                     profile.window.pop_front();
@@ -499,8 +499,9 @@ impl Insights {
     /// The `limit` items most similar to `item` that are not `seen`.
     fn neighbours(&self, item: ItemIdx, limit: usize, seen: &dyn Fn(ItemIdx) -> bool) -> Vec<Neighbour> {
         let audience = f64::from(self.audience[item.index()]);
-        let mut similar: Vec<Ranked> = self.co_occurrence[item.index()]
-            .counters()
+        let mut similar: Vec<Ranked> = self
+            .co_occurrence
+            .counters(item)
             .filter(|counter| counter.guaranteed() > 0 && !seen(counter.item))
             .map(|counter| Ranked {
                 // Both audiences are at least the guaranteed count, so this is in (0, 1].

@@ -10,13 +10,13 @@
 
 use std::{
     borrow::Cow,
-    collections::HashMap,
     fmt,
     fs::File,
     io::{self, BufRead, BufReader, BufWriter, Read, Write},
     path::Path,
 };
 
+use foldhash::HashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -253,7 +253,7 @@ impl Loader {
             users: Users::default(),
             interactions: Vec::new(),
             pending: Vec::new(),
-            pending_by_id: HashMap::new(),
+            pending_by_id: HashMap::default(),
         }
     }
 
