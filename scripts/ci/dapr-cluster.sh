@@ -155,6 +155,16 @@ sum_metric() {   # sum_metric APP PORT PATTERN [PATH]: metric summed over APP's 
   echo "$total"
 }
 data_requests() { sum_metric data 8000 '^http_server_requests_total\\{.*route="/data"'; }
+# fresh_metric_after SECONDS APP PORT PATTERN: sum_metric read after the agents' /metrics exposition can no longer be
+# the one from before a request just made: an agent renders it at most once per second and serves that rendering
+# to every scrape in between (shared/src/obs/metrics.rs, RENDER_REUSE = 1 s), so a read right after the request can
+# be the "before" value again. SECONDS (> 1) since the request is what has to pass; the caller says when that was.
+fresh_metric_after() {
+  local since=$1
+  shift
+  while [ "$(awk -v s="$since" -v now="$(date +%s.%N)" 'BEGIN { print (now - s < 1.2) }')" = 1 ]; do sleep 0.1; done
+  sum_metric "$@"
+}
 
 probe_pod() {   # probe_pod NAME: a Fortio client pod in the agents namespace, allowed to call recommendation
   kn apply -f - >/dev/null <<EOF
@@ -397,11 +407,12 @@ insights_route='^http_server_requests_total\\{.*route="/insights/users/\\{user\\
 insights_before=$(sum_metric data 8000 "$insights_route")
 dapr_before=$dapr_calls
 personal=$(probe_get "http://recommendation.$NS.svc.cluster.local:8000/recommend?user=u1&limit=5")
+answered_at=$(date +%s.%N)
 model=$(jq -r 'if (.items | length) == 5 then .model // "no-model" else "items: \(.items | length)" end' <<<"${personal#* }" 2>/dev/null || echo not-json)
 [ "${personal%% *}" = 200 ] && [ "$model" != no-model ] && [[ $model != items:* ]] && [ "$model" != not-json ] \
   && ok "GET /recommend?user=u1&limit=5 through the Service -> 200, model $model, 5 items" \
   || not_ok "GET /recommend?user=u1&limit=5 through the Service -> $(cut -c1-300 <<<"$personal") ($model)"
-insights_after=$(sum_metric data 8000 "$insights_route")
+insights_after=$(fresh_metric_after "$answered_at" data 8000 "$insights_route")
 dapr_after=$(sum_metric recommendation 8000 '^data_calls_total\\{.*mode="dapr"')
 direct_after=$(sum_metric recommendation 8000 '^data_calls_total\\{.*mode="direct"')
 [ "$insights_after" -gt "$insights_before" ] && [ "$dapr_after" -gt "$dapr_before" ] && [ "$direct_after" = 0 ] \
@@ -486,7 +497,7 @@ out=$(http PUT "http://127.0.0.1:$rd/v1.0/invoke/data/method/data" -H 'content-t
 items_route='^http_server_requests_total\\{.*route="/items"'
 items_before=$(sum_metric data 8000 "$items_route")
 out=$(http GET "http://127.0.0.1:$rd/v1.0/invoke/data/method/items")
-items_after=$(sum_metric data 8000 "$items_route")
+items_after=$(fresh_metric_after "$(date +%s.%N)" data 8000 "$items_route")
 [ "${out%% *}" = 403 ] && grep -qi 'access control' <<<"${out#* }" && [ "$items_after" = "$items_before" ] \
   && ok "through recommendation's daprd: GET data/items -> 403 from Dapr's access control, data not reached ($(jq -r '.message // .errorCode' <<<"${out#* }" 2>/dev/null | cut -c1-90))" \
   || not_ok "GET data/items through recommendation's daprd -> $(cut -c1-300 <<<"$out"), data's /items requests $items_before -> $items_after (want 403 from access control, data not reached)"
@@ -551,8 +562,8 @@ settle recommendation
 calls_before=$(sum_metric recommendation 8000 '^data_calls_total\\{.*mode="dapr"')
 served_before=$(data_requests)
 load dapr "http://recommendation.$NS.svc.cluster.local:8000/recommend" "$LOAD_SECONDS" 100 4 || true
-calls=$(( $(sum_metric recommendation 8000 '^data_calls_total\\{.*mode="dapr"') - calls_before ))
-served=$(( $(data_requests) - served_before ))
+calls=$(( $(fresh_metric_after "$(date +%s.%N)" recommendation 8000 '^data_calls_total\\{.*mode="dapr"') - calls_before ))
+served=$(( $(data_requests) - served_before ))   # fresh too: the read above waited out the reuse window
 sent=$(jq -r '.DurationHistogram.Count' "$tmp/dapr.json" 2>/dev/null || echo 0)
 [ "$sent" -gt 0 ] && [ "$(non200 dapr)" = 0 ] && [ "$calls" -ge "$sent" ] && [ "$served" -ge "$sent" ] \
   && ok "$sent x /recommend, all 200: data_calls_total{mode=\"dapr\"} +$calls, GET /data served by data +$served" \
@@ -575,7 +586,7 @@ kn rollout status deployment/data --timeout=180s >/dev/null
 settle data
 served_before=$(data_requests)
 out=$(probe_get "http://recommendation.$NS.svc.cluster.local:8000/recommend")
-attempts=$(( $(data_requests) - served_before ))
+attempts=$(( $(fresh_metric_after "$(date +%s.%N)" data 8000 '^http_server_requests_total\\{.*route="/data"') - served_before ))
 [ "$attempts" = $((retries + 1)) ] && [ "${out%% *}" != 200 ] \
   && ok "one /recommend with data answering 503: data saw $attempts attempts (1 + maxRetries $retries), recommendation answered ${out%% *} $(cut -d' ' -f2- <<<"$out")" \
   || not_ok "one /recommend with data failing: data saw $attempts attempts (want $((retries + 1))), answer $out"
