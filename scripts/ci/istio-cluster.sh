@@ -116,12 +116,15 @@ probe_pod() {
   shift 3
   local annotations="{}"
   [ $# -gt 0 ] && annotations="{$(printf '%s, ' "$@" | sed 's/, $//')}"
-  k -n "$ns" apply -f - >/dev/null <<EOF
-apiVersion: v1
+  # A service account the manifests already made (a probe with an agent's identity) is used as it is.
+  local account="apiVersion: v1
 kind: ServiceAccount
 metadata: {name: $sa}
 automountServiceAccountToken: false
----
+---"
+  k -n "$ns" get serviceaccount "$sa" >/dev/null 2>&1 && account=""
+  k -n "$ns" apply -f - >/dev/null <<EOF
+$account
 apiVersion: v1
 kind: Pod
 metadata:
@@ -304,8 +307,10 @@ done
 k create namespace "$PROBE_NS" >/dev/null
 probe_pod "$PROBE_NS" outsider outsider                 # no sidecar: outside the mesh
 probe_pod "$NS" intruder intruder                        # meshed, with an identity the AuthorizationPolicy does not name
+probe_pod "$NS" as-recommendation recommendation       # meshed, with recommendation's identity (not selected by its Service)
 k -n "$PROBE_NS" wait --for=condition=Ready pod/outsider --timeout=90s >/dev/null
 kn wait --for=condition=Ready pod/intruder --timeout=120s >/dev/null
+kn wait --for=condition=Ready pod/as-recommendation --timeout=120s >/dev/null
 
 code=$(fetch "$PROBE_NS" outsider "$gateway/recommend")
 [ "$code" = 200 ] && [ "$(cat "$tmp/body")" = "$CONTRACT" ] \
@@ -374,6 +379,24 @@ code=$(fetch "$NS" intruder "http://recommendation.$NS.svc.cluster.local:8000/re
 [ "$code" = 200 ] && [ "$(cat "$tmp/body")" = "$CONTRACT" ] \
   && ok "recommendation (service account recommendation) GETs /data for the same pod: /recommend -> 200 contract" \
   || not_ok "intruder GET /recommend -> $code $(cat "$tmp/body")"
+# What the policy opens to recommendation's identity and what its agent-mesh/closed-routes annotation says it leaves
+# closed, asked of data's sidecar with that identity: the personal path's route answers, every closed one is 403.
+code=$(fetch "$NS" as-recommendation "http://data.$NS.svc.cluster.local:8000/insights/users/u1?limit=5")
+[ "$code" = 200 ] && ok "recommendation's identity: GET /insights/users/u1 -> 200 (the personal path's route)" \
+  || not_ok "recommendation's identity: GET /insights/users/u1 -> $code $(head -c 200 "$tmp/body")"
+closed=$(sed -n 's|^ *agent-mesh/closed-routes: *||p' istio/authorizationpolicy-data.yaml)
+refused="" open_routes=0
+while read -r method path; do
+  path=${path/\{id\}/i1}
+  code=$(fetch "$NS" as-recommendation "http://data.$NS.svc.cluster.local:8000$path" -X "$method")
+  if [ "$code" = 403 ]; then refused+="$method $path, "; else
+    open_routes=$((open_routes + 1))
+    not_ok "recommendation's identity: $method $path -> $code, want 403 (closed by istio/authorizationpolicy-data.yaml)"
+  fi
+done < <(tr ',' '\n' <<<"$closed" | sed 's/^ *//; /^$/d')
+[ -n "$refused" ] && [ "$open_routes" = 0 ] \
+  && ok "recommendation's identity: every route the policy names closed -> 403 (${refused%, })" \
+  || [ "$open_routes" != 0 ] || not_ok "no closed routes read from istio/authorizationpolicy-data.yaml ('$closed')"
 
 # --- 8. trace context --------------------------------------------------------------------------------------------------
 step "8. trace context: one trace id across the gateway, recommendation and data"
