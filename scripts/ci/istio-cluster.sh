@@ -58,7 +58,18 @@ ok() { passed=$((passed + 1)); echo "ok   - $*"; }
 not_ok() { failed=$((failed + 1)); echo "FAIL - $*"; }
 skip() { skipped=$((skipped + 1)); echo "SKIP - $*"; }
 note() { notes+=("$*"); echo "     . $*"; }
-step() { printf '\n-- %s\n' "$*"; }
+# step TITLE: a step's header; the step before it gets a "step took N s" line, and its time is kept for the summary
+# (step_times: "N s  <title up to its colon>"), so a CI log shows where the run's time goes.
+step_name="" step_started=$SECONDS
+step_times=()
+step_end() {
+  [ -n "$step_name" ] || return 0
+  local took=$((SECONDS - step_started))
+  echo "     . step took $took s"
+  step_times+=("$took s  ${step_name%%:*}")
+  step_name=""
+}
+step() { step_end; step_name=$*; step_started=$SECONDS; printf '\n-- %s\n' "$*"; }
 log() { echo "ci/istio-cluster: $*" >&2; }
 # within K N P: true when K successes of N trials are within 4 standard deviations of N*P (a false alarm about
 # once in 16 000 runs).
@@ -91,12 +102,14 @@ diagnostics() {
 finish() {
   local rc=$? pid
   set +e
+  step_end
   for pid in "${background[@]}"; do kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
   { [ "$rc" != 0 ] || [ "$failed" != 0 ]; } && diagnostics
   if [ "$own" = 1 ]; then
     step "down: the instance $INSTANCE"
     local t=$SECONDS
     if cluster down; then ok "scripts/cluster.sh down ($INSTANCE) in $((SECONDS - t)) s"; else not_ok "scripts/cluster.sh down ($INSTANCE) reported leftovers"; fi
+    step_end
   else
     k delete namespace "$NS" "$PROBE_NS" --ignore-not-found --wait=false >/dev/null 2>&1
   fi
@@ -104,7 +117,8 @@ finish() {
   [ "$rc" = 0 ] || not_ok "the check script stopped early (exit $rc)"
   echo
   printf '%s\n' "${notes[@]/#/   }"
-  echo "   check duration $((SECONDS - started)) s"
+  echo "   check duration $((SECONDS - started)) s; the costliest steps:"
+  printf '%s\n' "${step_times[@]}" | sort -rn | head -6 | sed 's/^/     /'
   echo "istio-cluster: $passed passed, $failed failed, $skipped skipped"
   [ "$failed" = 0 ] && exit 0 || exit 1
 }
@@ -379,7 +393,6 @@ code=$(fetch "$PROBE_NS" outsider "$gateway/data")
 [ "$code" = 404 ] && ok "the gateway exposes nothing else: GET /data -> 404" || not_ok "GET $gateway/data -> $code"
 code=$(fetch "$PROBE_NS" outsider "$gateway/recommend" -X POST)
 [ "$code" = 404 ] && ok "the gateway routes only GET /recommend: POST -> 404" || not_ok "POST $gateway/recommend -> $code"
-
 }
 
 # --- 2. mTLS STRICT ----------------------------------------------------------------------------------------------------
@@ -428,7 +441,6 @@ h1=$(handshakes)
 [ "$(count mtls 200)" = 20 ] && [ "$h1" -gt "$h0" ] \
   && ok "20 x /recommend: 200, and data's sidecars completed $((h1 - h0)) more TLS handshakes" \
   || not_ok "mTLS traffic: $(codes mtls), data's TLS handshakes $h0 -> $h1"
-
 }
 
 # --- 3. AuthorizationPolicy --------------------------------------------------------------------------------------------
@@ -463,7 +475,6 @@ done < <(tr ',' '\n' <<<"$closed" | sed 's/^ *//; /^$/d')
 [ -n "$refused" ] && [ "$open_routes" = 0 ] \
   && ok "recommendation's identity: every route the policy names closed -> 403 (${refused%, })" \
   || [ "$open_routes" != 0 ] || not_ok "no closed routes read from istio/authorizationpolicy-data.yaml ('$closed')"
-
 }
 
 # --- 8. trace context --------------------------------------------------------------------------------------------------
@@ -503,7 +514,6 @@ jq -e --arg client "$client_span" '.data[0].spans as $s | ($s | map(.spanID)) as
   "$tmp/trace.json" >/dev/null 2>&1 \
   && ok "the spans form one chain below the client's span $client_span (each span's parent is in the trace)" \
   || not_ok "the spans do not chain: $(jq -c '[.data[0].spans[] | {op: .operationName, id: .spanID, parent: ([.references[]? | .spanID] | first)}]' "$tmp/trace.json" 2>/dev/null | head -c 600)"
-
 }
 
 # --- 4. retries and timeouts -------------------------------------------------------------------------------------------
@@ -548,7 +558,6 @@ tries=$(awk -v r="$route_s" -v p="$per_try_s" 'BEGIN { t = int(r / p); if (t * p
   && ok "$tries tries of $per_try each fit in $route_timeout: data saw $((a1 - a0)), Envoy counted $((p1 - p0)) per-try timeouts and 1 route timeout" \
   || not_ok "tries: data saw $((a1 - a0)) (expected $tries), per-try timeouts $((p1 - p0)), route timeouts $((o1 - o0))"
 set_data_env FAULT_DELAY- || not_ok "data did not roll back to healthy"
-
 }
 
 # --- 5. outlier detection ----------------------------------------------------------------------------------------------
@@ -559,9 +568,10 @@ consecutive=$(kn get destinationrule data -o jsonpath='{.spec.trafficPolicy.outl
 # every caller-visible error against it. Check 4 makes data fail and leaves the breakers open; an open breaker stays
 # open after its cool-down until the next call, which becomes its half-open probe, and while that probe is in flight
 # the breaker refuses every other call at once with 503 (recommendation/src/breaker.rs: one probe at a time, by
-# design). The calls below come two at a time, so one of the first two could meet such a pod and get that 503 - seen
-# in CI 2 runs in 5: "1 of 40 calls failed", the 503 answered by recommendation itself in 0.03 ms (its sidecar's
-# access log: via_upstream), data_calls_total{outcome="circuit_open"} +1, data_circuit_state 2 before the calls.
+# design). The calls below come two at a time, so one of the first two could meet such a pod and get that 503: CI
+# failed 2 runs in 5 with "1 of 40 calls failed", and ISTIO_CHECKS="4 5 4 5 4 5 4 5" reproduced it 3 times in 4, each
+# time a 503 answered by recommendation itself in 0.03 ms (its sidecar's access log: via_upstream),
+# data_calls_total{outcome="circuit_open"} +1, data_circuit_state 2 before the calls (docs/istio-cluster.md).
 await breakers_closed || not_ok "recommendation's breakers did not close before check 5 (data healthy)"
 # A third replica of data that always answers 500: the same pod template, its own Deployment, so it joins the
 # Service and the v1 subset.
@@ -616,7 +626,6 @@ h1=$(data_seen 'app=data,!agent-mesh.test/faulty')
   || not_ok "after ejection: $(codes moved); the ejected replica got $((f1 - f0)), the healthy ones $((h1 - h0))"
 kn delete deployment data-faulty --wait=false >/dev/null
 kn wait --for=delete pod -l agent-mesh.test/faulty=true --timeout=90s >/dev/null 2>&1 || not_ok "data-faulty's pod outlived its Deployment by 90 s"
-
 }
 
 # --- 7. fault injection examples ---------------------------------------------------------------------------------------
@@ -679,7 +688,6 @@ await breakers_closed || not_ok "recommendation's breakers stayed open after the
 load "$PROBE_NS" outsider nofault "$gateway/recommend" -n 300 -c 8 -qps 200 -timeout 15s
 [ "$(count nofault 200)" = 300 ] && ok "faults removed (virtualservice-data.yaml re-applied): 300 of 300 calls 200" \
   || not_ok "after removing the faults: $(codes nofault)"
-
 }
 
 # --- 6. canary -----------------------------------------------------------------------------------------------------------
@@ -752,7 +760,6 @@ m1=$(grep -cx '200 v1 v1' "$tmp/models" || true)
   || not_ok "\"model\" in 200 answers (status model version): $(sort "$tmp/models" | uniq -c | tr '\n' ' ')"
 kill "${background[-1]}" 2>/dev/null; wait "${background[-1]}" 2>/dev/null || true
 unset 'background[-1]'
-
 }
 
 # --- 9. rolling restarts under load --------------------------------------------------------------------------------------
@@ -801,7 +808,6 @@ if [ "$want_native" = true ]; then
   restart_under_load data "restart data (classic sidecars)"
   restart_under_load recommendation "restart recommendation v1 (classic sidecars)"
 fi
-
 }
 
 # --- figures -------------------------------------------------------------------------------------------------------------
@@ -826,9 +832,10 @@ fi
 # --- the checks, in order --------------------------------------------------------------------------------------------
 # ISTIO_CHECKS (default: all, "2 3 8 4 5 7 6 9 figures") picks the checks that run after check 1, which applies
 # istio/ and starts the probe pods every other check calls from; they run in the order given and may repeat, e.g.
-# ISTIO_CHECKS="4 5 5 5" runs check 5 three times after check 4, on one cluster. Each check leaves the agents as it
-# found them (healthy data, no faulty replica or example applied), except 6, which adds the canary, and 9, which
-# leaves classic sidecars: keep those last. A check left out is reported as skipped.
+# ISTIO_CHECKS="4 5 5 5" runs check 5 three times after check 4, on one cluster. Each check leaves data healthy (no
+# fault, faulty replica or example left applied), though not recommendation's breakers closed (4 opens them; 5 and
+# 7, which count caller errors, wait for them to close); 6 adds the canary and 9 leaves classic sidecars: keep those
+# last. A check left out is reported as skipped.
 all_checks="2 3 8 4 5 7 6 9 figures"
 checks=${ISTIO_CHECKS:-$all_checks}
 for c in $checks; do
