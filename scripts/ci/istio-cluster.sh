@@ -843,6 +843,7 @@ for c in $checks; do
 done
 check_1
 for c in $checks; do "check_$c"; done
+step_end
 for c in $all_checks; do
   [[ " $checks " == *" $c "* ]] || skip "check $c left out (ISTIO_CHECKS=\"$checks\")"
 done
