@@ -28,6 +28,8 @@ summary() {
   done
   echo "# total $SECONDS s"
 }
+trap summary EXIT
+trap 'exit 130' INT TERM   # the EXIT trap runs on these too: the summary, and the shared cluster's down below
 
 timed "setup" bash scripts/setup.sh
 # A fresh machine gets rustup from setup.sh; its PATH change must reach this shell too.
@@ -65,7 +67,6 @@ shared_down() {   # the shared cluster down (once), also when a check or this sc
   shared=""
 }
 trap 'shared_down; summary' EXIT
-trap 'exit 130' INT TERM
 if [ -n "${KUBECONFIG:-}" ]; then
   for script in "${cluster_checks[@]}"; do check "$script"; done
 else
