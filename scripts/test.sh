@@ -29,6 +29,7 @@ summary() {
   echo "# total $SECONDS s"
 }
 trap summary EXIT
+trap 'exit 130' INT TERM   # the EXIT trap runs on these too: the summary, and the shared cluster's down below
 
 timed "setup" bash scripts/setup.sh
 # A fresh machine gets rustup from setup.sh; its PATH change must reach this shell too.
@@ -39,14 +40,50 @@ timed "cargo clippy" cargo clippy --workspace --all-targets --locked -- -D warni
 timed "cargo test" cargo test --workspace --locked
 
 failed=()
-for check in scripts/ci/*.sh; do
-  started=$SECONDS
-  if timed "$check" bash "$check"; then
-    echo "-- $check passed in $((SECONDS - started)) s"
+check() {   # check SCRIPT [PREFIX...]: runs an area check as a step, PREFIX before it
+  local script=$1 started=$SECONDS
+  shift
+  if timed "$script" "$@" bash "$script"; then
+    echo "-- $script passed in $((SECONDS - started)) s"
   else
-    echo "-- $check FAILED after $((SECONDS - started)) s"
-    failed+=("$check")
+    echo "-- $script FAILED after $((SECONDS - started)) s"
+    failed+=("$script")
   fi
+}
+
+# The cluster checks share one cluster (scripts/ci/lib/shared-cluster.sh): one `up --istio --dapr` and one `down`
+# instead of one of each per check; each check deletes its namespaces when it ends. They run one after another and
+# alone (no other check beside them): they assert on rollouts under load, which 2 busy cores can fail. With
+# KUBECONFIG set by the caller they run against that cluster instead, as each does on its own.
+cluster_checks=(scripts/ci/cluster.sh scripts/ci/*-cluster.sh)
+shared=""
+# shellcheck source=/dev/null  # written by shared-cluster.sh up
+with_shared() { (set -a && . "$shared/env" && exec "$@"); }
+shared_down() {   # the shared cluster down (once), also when a check or this script stops early
+  [ -n "$shared" ] || return 0
+  timed "cluster down: the machine as it was before up" bash scripts/ci/lib/shared-cluster.sh down "$shared" \
+    || failed+=("cluster down")
+  rm -rf "$shared"
+  shared=""
+}
+trap 'shared_down; summary' EXIT
+if [ -n "${KUBECONFIG:-}" ]; then
+  for script in "${cluster_checks[@]}"; do check "$script"; done
+else
+  export AGENT_MESH_CLUSTER=${AGENT_MESH_CLUSTER:-ci}
+  shared=$(mktemp -d)
+  if timed "cluster up --istio --dapr (instance $AGENT_MESH_CLUSTER, for the cluster checks)" \
+    bash scripts/ci/lib/shared-cluster.sh up "$shared"; then
+    for script in "${cluster_checks[@]}"; do check "$script" with_shared; done
+  else
+    failed+=("cluster up")
+    for script in "${cluster_checks[@]}"; do results+=("not-ok 0 $script (not run: no cluster)"); failed+=("$script"); done
+  fi
+  shared_down
+fi
+
+for script in scripts/ci/*.sh; do
+  [[ " ${cluster_checks[*]} " == *" $script "* ]] || check "$script"
 done
 
 if [ ${#failed[@]} -gt 0 ]; then

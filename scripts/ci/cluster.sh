@@ -17,6 +17,7 @@
 #     itself, is never restarted
 #  5. data scaled to 3: recommendation's calls reach every replica (per-pod counts from /metrics)
 #  6. NetworkPolicy: whether the cluster enforces k8s/networkpolicy.yaml (default deny), proven from probe pods
+# Figure: p50/p99 of /recommend direct (100 req/s from a pod, as scripts/ci/dapr-cluster.sh measures it through Dapr).
 # They run in the order 1, 3, 4, 5, 2, 6: the policies `apply -k` brings would cut off the client pod of 1-5.
 #
 # Another cluster needs the images loaded under the names the manifests use (agent-mesh/data:0.1.0,
@@ -27,7 +28,8 @@
 # skipped, never as passed.
 #
 # Environment: KUBECONFIG, CLUSTER_NODE_EXEC, CLUSTER_KUBECTL (default: the kubectl scripts/tools/install-kubernetes.sh
-# builds), CLUSTER_PROBE_IMAGE (default localhost/agent-mesh/fortio:1.68.2), CLUSTER_LOAD_SECONDS (bound of the
+# builds), CLUSTER_PROBE_IMAGE (default localhost/agent-mesh/fortio:1.68.2), CLUSTER_FIGURE_SECONDS (the direct-path
+# latency window, default 20), CLUSTER_LOAD_SECONDS (bound of the
 # load around each rollout, default 90; it stops 5 s after the old pods are gone where wrk runs below this shell), AGENT_MESH_CACHE.
 # Last line: "cluster: N passed, M failed, K skipped"; exit 0 only when nothing failed.
 # `[ test ] && ok ... || not_ok ...` is used as if-then-else throughout: ok only echoes and cannot fail.
@@ -35,11 +37,16 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
+# shellcheck source=scripts/ci/lib/host-snapshot.sh
+. scripts/ci/lib/host-snapshot.sh
+# shellcheck source=scripts/ci/lib/steps.sh
+. scripts/ci/lib/steps.sh
 
 CONTRACT='{"recommendation":"Based on data","data":{"processed_data":"some_insights"}}'
 NS=agents
 PROBE_NS=agent-mesh-probe
 LOAD_SECONDS=${CLUSTER_LOAD_SECONDS:-90}
+FIGURE_SECONDS=${CLUSTER_FIGURE_SECONDS:-20}
 MAX_503_SECONDS=1
 
 started=$SECONDS
@@ -51,7 +58,6 @@ ok() { passed=$((passed + 1)); echo "ok   - $*"; }
 not_ok() { failed=$((failed + 1)); echo "FAIL - $*"; }
 skip() { skipped=$((skipped + 1)); echo "SKIP - $*"; }
 note() { notes+=("$*"); echo "     . $*"; }
-step() { printf '\n-- %s\n' "$*"; }
 log() { echo "ci/cluster: $*" >&2; }
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
@@ -65,56 +71,6 @@ KUBECTL=${CLUSTER_KUBECTL:-}
 [ -n "$KUBECTL" ] || KUBECTL="$(scripts/tools/install-kubernetes.sh | tail -n1)/kubectl"
 k() { "$KUBECTL" "$@"; }
 kn() { "$KUBECTL" -n "$NS" "$@"; }
-
-# What a cluster could leave on this machine, for the before/after comparison of `down`. podman's own networks
-# (netavark, other checks' containers) are not the cluster's and are left out. (A filter that leaves nothing is not
-# an error, hence no pipefail here.)
-host_snapshot() {
-  set +o pipefail
-  local hierarchy
-  echo "## links"; ip -o link show | awk -F': ' '{ print $2 }' | sed 's/@.*//' | grep -v -E '^(veth|podman)' | sort
-  echo "## addresses"; ip -o addr show | awk '{ print $2, $4 }' | grep -v -E '^(veth|podman)' | sort
-  echo "## routes"; ip route show table all | grep -v -E 'dev (veth|podman)' | sort
-  for tool in iptables-save ip6tables-save; do
-    echo "## $tool"
-    "$tool" 2>/dev/null | grep -v -E '^#|NETAVARK|netavark|podman' | sed 's/\[[0-9]*:[0-9]*\]//' | sort
-  done
-  echo "## mounts"; findmnt -rn -o TARGET,FSTYPE | grep -v -E '/containers/storage/|/run/netns/netns-|/run/containers/' | sort
-  echo "## cgroups"
-  for hierarchy in /sys/fs/cgroup/*/; do find "$hierarchy" -maxdepth 1 -mindepth 1 -type d; done | sort
-  echo "## sysctls"
-  sysctl vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops kernel.keys.root_maxkeys \
-    kernel.keys.root_maxbytes net.ipv4.ip_forward net.bridge.bridge-nf-call-iptables net.netfilter.nf_conntrack_max \
-    net.ipv4.conf.all.route_localnet 2>/dev/null
-  # Which AGENT_MESH_CLUSTER instances exist now, so without_other_clusters can tell theirs from this one's.
-  echo "## clusters"; find /var/lib/agent-mesh -mindepth 1 -maxdepth 1 -type d 2>/dev/null | sort
-  echo "## paths"
-  ls -d /var/log/containers /var/log/pods /run/containerd /var/lib/cni /run/xtables.lock /var/lib/kubelet \
-    /etc/kubernetes /etc/cni /opt/cni /opt/containerd /var/lib/containerd /run/netns /var/run/kubernetes \
-    /var/lib/agent-mesh 2>/dev/null || true   # ls fails for the paths that do not exist
-  set -o pipefail
-}
-
-# without_other_clusters FILE...: drop from host snapshots what belongs to other clusters (AGENT_MESH_CLUSTER
-# instances) that ran beside this one: their links, addresses, routes, mounts, cgroups and state directories. The
-# kernel settings and shared paths are the last cluster's to restore, so with another cluster about they are left
-# out of the comparison, and the note says so.
-without_other_clusters() {
-  local own=/var/lib/agent-mesh/${AGENT_MESH_CLUSTER:-cluster} others name pattern file
-  others=$(awk '/^## clusters/ { on = 1; next } /^## / { on = 0 } on' "$@" | sort -u | grep -vx "$own" || true)
-  [ -n "$others" ] || return 0
-  pattern=""
-  for name in $others; do
-    name=${name##*/}
-    pattern+="${pattern:+|}am-${name}[01]|agent-mesh-${name}\b|/var/lib/agent-mesh/${name}\b"
-  done
-  for file in "$@"; do
-    awk '/^## (sysctls|clusters|paths)/ { skip = 1; print; next } /^## / { skip = 0 } !skip' "$file" \
-      | grep -v -E "$pattern" >"$file.own" || true
-    mv "$file.own" "$file"
-  done
-  note "other clusters ran meanwhile ($(tr '\n' ' ' <<<"$others")): kernel settings and shared paths not compared"
-}
 
 diagnostics() {
   echo "---- diagnostics"
@@ -136,23 +92,16 @@ finish() {
   { [ "$rc" != 0 ] || [ "$failed" != 0 ]; } && diagnostics
   if [ "$own" = 1 ]; then
     step "down: scripts/cluster.sh down leaves the machine as it was"
-    local t=$SECONDS
-    if scripts/cluster.sh down; then ok "scripts/cluster.sh down"; else not_ok "scripts/cluster.sh down reported leftovers"; fi
-    note "down $((SECONDS - t)) s"
-    host_snapshot >"$tmp/host-after"
-    without_other_clusters "$tmp/host-before" "$tmp/host-after"
-    if diff "$tmp/host-before" "$tmp/host-after" >"$tmp/host-diff"; then
-      ok "the machine is as it was before up (links, addresses, routes, iptables, ip6tables, mounts, cgroups, sysctls, paths)"
-    else
-      not_ok "the machine differs after down:"; sed 's/^/       /' "$tmp/host-diff" | head -30
-    fi
+    down_as_before "$tmp/host-before" "$tmp"
   else
-    k delete namespace "$NS" "$PROBE_NS" --ignore-not-found --timeout=120s >/dev/null 2>&1
+    step "cleanup: namespaces $NS and $PROBE_NS deleted (the next check on this cluster needs them absent)"
+    drop_namespaces 120 "$NS" "$PROBE_NS" || not_ok "namespaces $NS / $PROBE_NS still there 120 s after their deletion"
   fi
   rm -rf "$tmp"
   [ "$rc" = 0 ] || not_ok "the check script stopped early (exit $rc)"
   echo
   printf '%s\n' "${notes[@]/#/   }"
+  step_report
   echo "   check duration $((SECONDS - started)) s"
   echo "cluster: $passed passed, $failed failed, $skipped skipped"
   [ "$failed" = 0 ] && exit 0 || exit 1
@@ -328,6 +277,20 @@ rec_get() {
   shift
   if [ ${#node[@]} -gt 0 ]; then node_get "$path" "$@"; else curl -sS -m 5 "$@" "http://127.0.0.1:$port$path"; fi
 }
+
+# --- figures: the direct path ----------------------------------------------------------------------------------------
+step "figures: /recommend direct (k8s/), the baseline for scripts/ci/dapr-cluster.sh's figure through Dapr"
+# The same load as dapr-cluster.sh's latency window (100 req/s, 4 connections, from a pod through the Service), on
+# the deployment that is up here anyway.
+if kn exec client -- fortio load -quiet -timeout 5s -qps 100 -c 4 -t "${FIGURE_SECONDS}s" -json - \
+  "http://recommendation.$NS.svc.cluster.local:8000/recommend" >"$tmp/direct.json" 2>"$tmp/direct.err"; then
+  note "direct (k8s/), 100 req/s for $FIGURE_SECONDS s from a pod: $(jq -r '[(.DurationHistogram.Percentiles[] | select(.Percentile == 50) | .Value * 1000),
+      (.DurationHistogram.Percentiles[] | select(.Percentile == 99) | .Value * 1000),
+      .DurationHistogram.Count, (.DurationHistogram.Count - (.RetCodes["200"] // 0))]
+    | "p50 \(.[0] * 100 | round / 100) ms, p99 \(.[1] * 100 | round / 100) ms, \(.[2]) requests, \(.[3]) not 200"' "$tmp/direct.json")"
+else
+  not_ok "fortio load on the plain variant failed: $(tail -3 "$tmp/direct.err")"
+fi
 
 # --- 3. rolling restarts under load --------------------------------------------------------------------------------
 step "3. rolling restart under load (wrk through the Service, from the node)"

@@ -8,8 +8,8 @@
 #   KUBECONFIG=~/.kube/config scripts/ci/dapr-cluster.sh   the same checks against any cluster where Dapr (and Istio,
 #                                                    for 7) are installed as docs/tutorial.md says
 #
-# deploy/dapr:
-#  0. figures: p50/p99 of /recommend direct (k8s/) and through Dapr, daprd memory per pod
+# deploy/dapr (figures: p50/p99 of /recommend through Dapr, to compare with scripts/ci/cluster.sh's direct figure on
+# the same load; daprd memory per pod):
 #  1. daprd injected by Dapr's injector (the chart's sidecar image and settings), every pod Ready, no restarts
 #  2. /recommend through the Service returns the seed contract, through Dapr invocation (data_calls_total{mode="dapr"}
 #     grows with the requests; no direct call); issue 16's personal path: /recommend?user=u1&limit=5 -> a model and
@@ -26,7 +26,7 @@
 #  6. resiliency: data failing (FAULT_STATUS) -> one /recommend makes 1 + maxRetries attempts (dapr/resiliency.yaml),
 #     counted by data itself; graceful shutdown: a rolling restart of data under load (the window covers the
 #     whole rollout) fails no /recommend
-# deploy/istio-dapr, in the same namespace re-created with Istio's injection label (checks 0-6 run without it;
+# deploy/istio-dapr, in the same namespace re-created with Istio's injection label (checks 1-6 run without it;
 # DAPR_CLUSTER_WITH_ISTIO=0 or a cluster without istiod: reported as skipped, never passed):
 #  7. both sidecars injected, pods Ready; /recommend through the ingress gateway; one mTLS layer per hop (Envoy
 #     stays off Dapr's port, Dapr's mTLS identifies the caller); PUT /data through Dapr refused, GET allowed;
@@ -48,6 +48,8 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 # shellcheck source=scripts/ci/lib/fortio-run.sh
 . scripts/ci/lib/fortio-run.sh
+# shellcheck source=scripts/ci/lib/steps.sh
+. scripts/ci/lib/steps.sh
 
 CONTRACT='{"recommendation":"Based on data","data":{"processed_data":"some_insights"}}'
 NS=agents
@@ -63,7 +65,6 @@ ok() { passed=$((passed + 1)); echo "ok   - $*"; }
 not_ok() { failed=$((failed + 1)); echo "FAIL - $*"; }
 skip() { skipped=$((skipped + 1)); echo "SKIP - $*"; }
 note() { notes+=("$*"); echo "     . $*"; }
-step() { printf '\n-- %s\n' "$*"; }
 log() { echo "ci/dapr-cluster: $*" >&2; }
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
@@ -102,12 +103,14 @@ finish() {
     if scripts/cluster.sh down; then ok "scripts/cluster.sh down ($AGENT_MESH_CLUSTER)"; else not_ok "scripts/cluster.sh down reported leftovers"; fi
     note "down $((SECONDS - t)) s"
   else
-    [ -z "$KUBECTL" ] || k delete namespace "$NS" --ignore-not-found --wait=false >/dev/null 2>&1
+    step "cleanup: namespace $NS deleted (the next check on this cluster needs it absent)"
+    [ -z "$KUBECTL" ] || drop_namespaces 120 "$NS" || not_ok "namespace $NS still there 120 s after its deletion"
   fi
   rm -rf "$tmp"
   [ "$rc" = 0 ] || not_ok "the check script stopped early (exit $rc)"
   echo
   printf '%s\n' "${notes[@]/#/   }"
+  step_report
   echo "   check duration $((SECONDS - started)) s"
   echo "dapr-cluster: $passed passed, $failed failed, $skipped skipped"
   [ "$failed" = 0 ] && exit 0 || exit 1
@@ -314,8 +317,9 @@ deploy() {   # deploy ENTRY: namespace, the app-token Secret, kubectl apply -k E
   k apply -k "$1" >/dev/null
   kn wait --for=condition=Available deployment --all --timeout=240s >/dev/null
 }
-undeploy() {
-  k delete namespace "$NS" --wait=true --timeout=120s >/dev/null 2>&1 || true
+undeploy() {   # the namespace gone, pods without their grace (see drop_namespaces), for the next deploy
+  step "undeploy: namespace $NS deleted"
+  drop_namespaces 120 "$NS" || not_ok "namespace $NS still there 120 s after its deletion"
 }
 
 # --- the cluster -----------------------------------------------------------------------------------------------------
@@ -330,7 +334,7 @@ if [ -z "${KUBECONFIG:-}" ]; then
   own=1
   export AGENT_MESH_CLUSTER=${AGENT_MESH_CLUSTER:-dapr}
   flags=(--dapr)
-  # One cluster with both control planes: checks 0-6 run in a namespace without Istio's injection label (Envoy
+  # One cluster with both control planes: checks 1-6 run in a namespace without Istio's injection label (Envoy
   # stays out), check 7 in the same namespace re-created with it (deploy/istio-dapr), so CI starts no second
   # cluster for Istio and Dapr together. DAPR_CLUSTER_WITH_ISTIO=0 leaves Istio out (check 7 reported skipped).
   if [ "${DAPR_CLUSTER_WITH_ISTIO:-1}" = 1 ] && [ -d scripts/cluster/addons/istio ]; then flags=(--istio --dapr); with_istio=1; fi
@@ -351,15 +355,6 @@ sidecar_image=$(k -n dapr-system get deployment dapr-sidecar-injector \
   -o jsonpath='{.spec.template.spec.containers[0].env[?(@.name=="SIDECAR_IMAGE")].value}')
 [ -n "$sidecar_image" ] && ok "Dapr's control plane runs in dapr-system: $(k -n dapr-system get pods -o jsonpath='{range .items[*]}{.metadata.labels.app}{" "}{end}')(sidecar image $sidecar_image)" \
   || { not_ok "no Dapr sidecar injector in dapr-system"; exit 1; }
-
-# --- 0. direct, for comparison -----------------------------------------------------------------------------------------
-step "0. the plain variant (k8s/), for the direct-path figures"
-deploy k8s/
-probe_pod probe
-load direct "http://recommendation.$NS.svc.cluster.local:8000/recommend" "$LOAD_SECONDS" 100 4 \
-  && note "direct (k8s/), 100 req/s for $LOAD_SECONDS s from a pod: $(latency direct)" \
-  || not_ok "fortio load on the plain variant failed: $(tail -3 "$tmp/direct.err")"
-undeploy
 
 # --- 1. injection ----------------------------------------------------------------------------------------------------
 step "1. kubectl apply -k deploy/dapr: daprd injected by Dapr's injector, pods Ready, no restarts"
@@ -603,6 +598,7 @@ else
   not_ok "after the fault: /recommend not 200 10 times in a row within 90 s of data's rollout (last: $(probe_get "http://recommendation.$NS.svc.cluster.local:8000/recommend"))"
 fi
 note "/recommend through Dapr answered steadily 200 again $((SECONDS - recovery_started)) s after data's pods were replaced twice in a row"
+step "6. (continued) graceful shutdown: a rolling restart of data under load"
 restart_under_load rollout-dapr "http://recommendation.$NS.svc.cluster.local:8000/recommend"
 # Graceful shutdown: an old data pod keeps its daprd's port open (and its agent serving behind it) for 40 s after
 # SIGTERM, longer than a caller's daprd needs to re-resolve data-dapr (grpc-go: at most once every 30 s, plus the
@@ -679,6 +675,7 @@ else
   kn set env deployment/recommendation DATA_CACHE_TTL=0s >/dev/null
   kn rollout status deployment/recommendation --timeout=180s >/dev/null
   settle recommendation
+  step "7. (continued) a rolling restart of data under load with both sidecars"
   restart_under_load rollout-istio "http://recommendation.$NS.svc.cluster.local:8000/recommend"
   note "7. rolling restart of data under load with both sidecars: $sent requests, $bad not 200 (codes $codes), load went on $covered s after the last old pod was gone"
   [ "$sent" -gt 0 ] && [ "$bad" = 0 ] \
