@@ -99,7 +99,9 @@ where
         let meta = event.metadata();
         w.write_str("{\"timestamp\":\"")?;
         self.write_timestamp(&mut w)?;
-        write!(w, "\",\"level\":\"{}\"", meta.level())?;
+        w.write_str("\",\"level\":\"")?;
+        w.write_str(meta.level().as_str())?;
+        w.write_char('"')?;
         let mut fields = JsonVisitor::new(&mut w, true, false);
         event.record(&mut fields);
         fields.result?;
@@ -111,7 +113,11 @@ where
             for (depth, span) in scope.enumerate() {
                 let extensions = span.extensions();
                 if !ids_written && let Some(ids) = extensions.get::<LogIds>() {
-                    write!(w, ",\"trace_id\":\"{}\",\"span_id\":\"{}\",\"request_id\":", ids.trace_id, ids.span_id)?;
+                    w.write_str(",\"trace_id\":\"")?;
+                    w.write_str(hex(&mut [0; 32], &ids.trace_id.to_bytes()))?;
+                    w.write_str("\",\"span_id\":\"")?;
+                    w.write_str(hex(&mut [0; 16], &ids.span_id.to_bytes()))?;
+                    w.write_str("\",\"request_id\":")?;
                     write_json_str(&mut w, &ids.request_id)?;
                     ids_written = true;
                 }
@@ -134,6 +140,17 @@ where
         }
         w.write_str("}\n")
     }
+}
+
+/// `bytes` in lowercase hex, as the ids' `Display` writes them, written into `out` (twice as long as `bytes`)
+/// without going through `fmt`.
+fn hex<'a>(out: &'a mut [u8], bytes: &[u8]) -> &'a str {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (pair, byte) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0xf)];
+    }
+    std::str::from_utf8(out).expect("hex digits")
 }
 
 /// Stores span fields as a JSON object body (`"k":v,"k2":v2`), so a line can splice it in without re-parsing.
@@ -574,6 +591,16 @@ mod tests {
         }
         for other in [0.0001, 1.0 / 3.0, -1.5, -0.0, f64::from(1u32 << 30), 1e300] {
             assert!(as_thousandths(other).is_none(), "{other}");
+        }
+    }
+
+    #[test]
+    fn ids_are_written_as_their_display_writes_them() {
+        for seed in [0u8, 1, 0x5a, 0xff] {
+            let trace_id = TraceId::from_bytes(std::array::from_fn(|i| seed.wrapping_mul(i as u8 + 7)));
+            let span_id = SpanId::from_bytes(std::array::from_fn(|i| seed.wrapping_add(i as u8 * 31)));
+            assert_eq!(hex(&mut [0; 32], &trace_id.to_bytes()), trace_id.to_string());
+            assert_eq!(hex(&mut [0; 16], &span_id.to_bytes()), span_id.to_string());
         }
     }
 
