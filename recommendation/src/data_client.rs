@@ -364,15 +364,15 @@ impl DataClient {
     }
 
     async fn fetch_once<T: DeserializeOwned>(&self, url: &Url, trace: &TraceHeaders) -> Result<Answer<T>, DataError> {
-        let mut response = self
-            .http
-            .get(url.clone())
-            .headers(trace.headers().clone())
-            .headers(self.auth_headers.clone())
-            .header(ACCEPT, HeaderValue::from_static("application/json"))
-            .send()
-            .await
-            .map_err(classify_send)?;
+        // The request is put together here rather than through reqwest's builder, whose `headers` takes a whole
+        // map: that would clone the request's trace headers into a new map on every call.
+        let mut request = reqwest::Request::new(reqwest::Method::GET, url.clone());
+        let headers = request.headers_mut();
+        for (name, value) in trace.headers().iter().chain(&self.auth_headers) {
+            headers.append(name.clone(), value.clone());
+        }
+        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        let mut response = self.http.execute(request).await.map_err(classify_send)?;
 
         let status = response.status();
         if !status.is_success() {

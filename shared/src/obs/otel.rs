@@ -300,7 +300,12 @@ pub fn ids_from_headers(headers: &HeaderMap) -> (TraceId, SpanId) {
     (trace_id, RandomIdGenerator::default().new_span_id())
 }
 
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const B3_TRACE_ID: HeaderName = HeaderName::from_static("x-b3-traceid");
+const B3: HeaderName = HeaderName::from_static("b3");
+
+// By `HeaderName`, not `&str`: a name given as text is parsed and hashed again at every lookup.
+fn header<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
 }
 
@@ -313,15 +318,19 @@ fn nonzero_trace_id(hex: &str) -> Option<TraceId> {
 }
 
 fn trace_id_from_traceparent(headers: &HeaderMap) -> Option<TraceId> {
+    // Most requests come without one: no propagator, no context to build.
+    if !headers.contains_key(TRACEPARENT) {
+        return None;
+    }
     let context = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
     let span_context = context.span().span_context().clone();
     span_context.is_valid().then(|| span_context.trace_id())
 }
 
 fn trace_id_from_b3(headers: &HeaderMap) -> Option<TraceId> {
-    header(headers, "x-b3-traceid")
+    header(headers, &B3_TRACE_ID)
         .and_then(nonzero_trace_id)
-        .or_else(|| header(headers, "b3").and_then(|b3| b3.split('-').next()).and_then(nonzero_trace_id))
+        .or_else(|| header(headers, &B3).and_then(|b3| b3.split('-').next()).and_then(nonzero_trace_id))
 }
 
 /// The trace headers for a call made inside `span`.
