@@ -652,7 +652,9 @@ else
   else
     not_ok "7. no ingress gateway Service (label istio=ingressgateway) in istio-system"
   fi
-  calls=$(( $(dapr_calls) - calls_before ))
+  # Read once the agents' /metrics can no longer be the rendering from before these calls (reused for 1 s): CI once
+  # read +0 here after two answered calls.
+  calls=$(( $(fresh_metric_after "$(date +%s.%N)" recommendation 15020 '^data_calls_total\\{.*mode="dapr"' /stats/prometheus) - calls_before ))
   [ "$calls" -ge 1 ] && ok "7. recommendation reached data through Dapr (data_calls_total{mode=\"dapr\"} +$calls)" \
     || not_ok "7. data_calls_total{mode=\"dapr\"} did not grow"
   # One mTLS layer per hop: Envoy carries no byte of Dapr's sidecar-to-sidecar port; Dapr's mTLS does, and its
