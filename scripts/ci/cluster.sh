@@ -39,6 +39,8 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 # shellcheck source=scripts/ci/lib/host-snapshot.sh
 . scripts/ci/lib/host-snapshot.sh
+# shellcheck source=scripts/ci/lib/fortio-run.sh
+. scripts/ci/lib/fortio-run.sh
 # shellcheck source=scripts/ci/lib/steps.sh
 . scripts/ci/lib/steps.sh
 
@@ -284,10 +286,7 @@ step "figures: /recommend direct (k8s/), the baseline for scripts/ci/dapr-cluste
 # the deployment that is up here anyway.
 if kn exec client -- fortio load -quiet -timeout 5s -qps 100 -c 4 -t "${FIGURE_SECONDS}s" -json - \
   "http://recommendation.$NS.svc.cluster.local:8000/recommend" >"$tmp/direct.json" 2>"$tmp/direct.err"; then
-  note "direct (k8s/), 100 req/s for $FIGURE_SECONDS s from a pod: $(jq -r '[(.DurationHistogram.Percentiles[] | select(.Percentile == 50) | .Value * 1000),
-      (.DurationHistogram.Percentiles[] | select(.Percentile == 99) | .Value * 1000),
-      .DurationHistogram.Count, (.DurationHistogram.Count - (.RetCodes["200"] // 0))]
-    | "p50 \(.[0] * 100 | round / 100) ms, p99 \(.[1] * 100 | round / 100) ms, \(.[2]) requests, \(.[3]) not 200"' "$tmp/direct.json")"
+  note "direct (k8s/), 100 req/s for $FIGURE_SECONDS s from a pod: $(fortio_latency "$tmp/direct.json")"
 else
   not_ok "fortio load on the plain variant failed: $(tail -3 "$tmp/direct.err")"
 fi

@@ -226,13 +226,7 @@ load() {
   kn exec probe -- fortio load -quiet -timeout 5s -qps "$4" -c "$5" -t "${3}s" "${@:6}" -json - "$2" >"$tmp/$1.json" 2>"$tmp/$1.err"
 }
 # latency NAME: "p50 <ms> p99 <ms>, <n> requests, <errors> not 200" from a Fortio result
-latency() {
-  jq -r '[(.DurationHistogram.Percentiles[] | select(.Percentile == 50) | .Value * 1000),
-          (.DurationHistogram.Percentiles[] | select(.Percentile == 99) | .Value * 1000),
-          .DurationHistogram.Count, (.DurationHistogram.Count - (.RetCodes["200"] // 0))]
-         | "p50 \(.[0] * 100 | round / 100) ms, p99 \(.[1] * 100 | round / 100) ms, \(.[2]) requests, \(.[3]) not 200"' \
-    "$tmp/$1.json"
-}
+latency() { fortio_latency "$tmp/$1.json"; }
 non200() { jq -r '.DurationHistogram.Count - (.RetCodes["200"] // 0)' "$tmp/$1.json"; }
 
 # settle APP: until only APP's current pods are left (the rollout's old ones are gone), at most 150 s (a stopping

@@ -40,6 +40,8 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 # shellcheck source=scripts/ci/lib/fortio-run.sh
 . scripts/ci/lib/fortio-run.sh
+# shellcheck source=scripts/ci/lib/steps.sh
+. scripts/ci/lib/steps.sh
 
 CONTRACT='{"recommendation":"Based on data","data":{"processed_data":"some_insights"}}'
 NS=agents
@@ -58,18 +60,6 @@ ok() { passed=$((passed + 1)); echo "ok   - $*"; }
 not_ok() { failed=$((failed + 1)); echo "FAIL - $*"; }
 skip() { skipped=$((skipped + 1)); echo "SKIP - $*"; }
 note() { notes+=("$*"); echo "     . $*"; }
-# step TITLE: a step's header; the step before it gets a "step took N s" line, and its time is kept for the summary
-# (step_times: "N s  <title up to its colon>"), so a CI log shows where the run's time goes.
-step_name="" step_started=$SECONDS
-step_times=()
-step_end() {
-  [ -n "$step_name" ] || return 0
-  local took=$((SECONDS - step_started))
-  echo "     . step took $took s"
-  step_times+=("$took s  ${step_name%%:*}")
-  step_name=""
-}
-step() { step_end; step_name=$*; step_started=$SECONDS; printf '\n-- %s\n' "$*"; }
 log() { echo "ci/istio-cluster: $*" >&2; }
 # within K N P: true when K successes of N trials are within 4 standard deviations of N*P (a false alarm about
 # once in 16 000 runs).
@@ -102,14 +92,14 @@ diagnostics() {
 finish() {
   local rc=$? pid
   set +e
-  step_end
+  step_done
   for pid in "${background[@]}"; do kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
   { [ "$rc" != 0 ] || [ "$failed" != 0 ]; } && diagnostics
   if [ "$own" = 1 ]; then
     step "down: the instance $INSTANCE"
     local t=$SECONDS
     if cluster down; then ok "scripts/cluster.sh down ($INSTANCE) in $((SECONDS - t)) s"; else not_ok "scripts/cluster.sh down ($INSTANCE) reported leftovers"; fi
-    step_end
+    step_done
   else
     k delete namespace "$NS" "$PROBE_NS" --ignore-not-found --wait=false >/dev/null 2>&1
   fi
@@ -117,8 +107,8 @@ finish() {
   [ "$rc" = 0 ] || not_ok "the check script stopped early (exit $rc)"
   echo
   printf '%s\n' "${notes[@]/#/   }"
-  echo "   check duration $((SECONDS - started)) s; the costliest steps:"
-  printf '%s\n' "${step_times[@]}" | sort -rn | head -6 | sed 's/^/     /'
+  step_report
+  echo "   check duration $((SECONDS - started)) s"
   echo "istio-cluster: $passed passed, $failed failed, $skipped skipped"
   [ "$failed" = 0 ] && exit 0 || exit 1
 }
@@ -843,7 +833,7 @@ for c in $checks; do
 done
 check_1
 for c in $checks; do "check_$c"; done
-step_end
+step_done
 for c in $all_checks; do
   [[ " $checks " == *" $c "* ]] || skip "check $c left out (ISTIO_CHECKS=\"$checks\")"
 done

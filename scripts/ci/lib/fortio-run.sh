@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Sourced by the cluster checks (scripts/ci/*-cluster.sh), not a check itself (test.sh runs scripts/ci/*.sh only).
+# Sourced by the cluster checks (scripts/ci/cluster.sh, scripts/ci/*-cluster.sh), not a check itself (test.sh runs scripts/ci/*.sh only).
 #
 # A load that ends when the check says so instead of after a fixed window: the probe pods run `fortio server` (the
 # Fortio image's default command, scripts/cluster/images/fortio), whose REST API runs a load synchronously
@@ -45,4 +45,12 @@ load_stop() {
   load_ran=$(printf '%.1f' "$ran")
   # Stopped before the bound: the result covers what the check wanted. Not: the bound ended the load first.
   awk -v r="$ran" -v m="$load_max" 'BEGIN { exit !(r < m - 0.5) }'
+}
+
+# fortio_latency FILE: "p50 <ms>, p99 <ms>, <n> requests, <errors> not 200" from a Fortio JSON result (load or run)
+fortio_latency() {
+  jq -r '[(.DurationHistogram.Percentiles[] | select(.Percentile == 50) | .Value * 1000),
+          (.DurationHistogram.Percentiles[] | select(.Percentile == 99) | .Value * 1000),
+          .DurationHistogram.Count, (.DurationHistogram.Count - (.RetCodes["200"] // 0))]
+         | "p50 \(.[0] * 100 | round / 100) ms, p99 \(.[1] * 100 | round / 100) ms, \(.[2]) requests, \(.[3]) not 200"' "$1"
 }
