@@ -16,22 +16,20 @@ pub mod items;
 pub mod publish;
 pub mod store;
 
-use std::{future::Future, io, net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, sync::Arc};
 
 use axum::{
-    BoxError, Json, Router,
+    Json, Router,
     extract::State,
     response::{IntoResponse, Response},
     routing::{get, post},
 };
 use serde::{Deserialize, Serialize};
 use shared::{
-    agent::{Agent, CommonArgs, Core},
+    agent::{Agent, Core},
     fastapi::{BodyRejection, Fields, JsonBody, ValidationErrorBody},
-    http::DrainOutcome,
     obs::TraceHeaders,
 };
-use tokio::net::TcpListener;
 use utoipa::{OpenApi, ToSchema};
 
 pub use config::Config;
@@ -79,12 +77,31 @@ pub struct Shared {
 }
 
 impl AppState {
+    /// The insights served.
+    pub fn insights(&self) -> &InsightsStore {
+        &self.insights
+    }
+
+    /// The fault injection in effect, with its count of `GET /data` requests.
+    pub fn faults(&self) -> &Arc<Faults> {
+        &self.faults
+    }
+}
+
+impl Agent for AppState {
+    const NAME: &'static str = "data";
+    const ABOUT: &'static str =
+        "The data agent: serves processed insights at GET /data and the recommender's insights at GET /insights.";
+    type Config = Config;
+    type Error = LoadError;
+    type ApiDoc = ApiDoc;
+
     /// Builds the state from settings: loads `DATA_FILE` (or the default data set) and processes it. With a
     /// sidecar configured, starts the task announcing batches, so it must then run within a Tokio runtime.
-    pub fn new(config: &Config) -> Result<Self, LoadError> {
+    fn new(config: &Config) -> Result<Self, LoadError> {
         let insights = InsightsStore::load(config.data_file.as_deref())?;
         let dapr = &config.common.dapr;
-        let core = Core::new(&config.common, dapr.dapr_http_port);
+        let core = Core::new(config);
         let publisher = core
             .sidecar()
             .map(|sidecar| Publisher::new(sidecar.clone(), dapr.pubsub_name.clone(), dapr.pubsub_topic.clone()));
@@ -103,46 +120,8 @@ impl AppState {
         Ok(Self(Arc::new(Shared { core, faults, store, publisher, insights, events })))
     }
 
-    /// The insights served.
-    pub fn insights(&self) -> &InsightsStore {
-        &self.insights
-    }
-
-    /// The fault injection in effect, with its count of `GET /data` requests.
-    pub fn faults(&self) -> &Arc<Faults> {
-        &self.faults
-    }
-
-    /// Readiness of this process (tests use it to observe draining).
-    pub fn health(&self) -> &shared::http::Health {
-        self.core.health()
-    }
-}
-
-impl Agent for AppState {
-    const NAME: &'static str = "data";
-    const ABOUT: &'static str =
-        "The data agent: serves processed insights at GET /data and the recommender's insights at GET /insights.";
-    type Config = Config;
-
-    fn common(config: &Config) -> &CommonArgs {
-        &config.common
-    }
-
-    fn check(config: &Config) -> Result<(), shared::config::BadSetting> {
-        config.check()
-    }
-
-    fn new(config: &Config) -> Result<Self, BoxError> {
-        Ok(Self::new(config)?)
-    }
-
     fn core(&self) -> &Core {
         &self.core
-    }
-
-    fn core_mut(&mut self) -> &mut Core {
-        &mut Arc::make_mut(&mut self.0).core
     }
 
     fn routes(&self) -> Router {
@@ -154,10 +133,6 @@ impl Agent for AppState {
             .route("/insights", get(insights::summary))
             .route("/insights/users/{user}", get(insights::user_insights))
             .with_state(self.clone())
-    }
-
-    fn openapi() -> utoipa::openapi::OpenApi {
-        ApiDoc::openapi()
     }
 
     fn started(&self, addr: SocketAddr) {
@@ -251,17 +226,3 @@ pub async fn put_data(
         (name = "health", description = "Probes"), (name = "observability", description = "Metrics")),
 )]
 pub struct ApiDoc;
-
-/// All routes with the shared layers; no I/O, so tests can drive it with `oneshot`.
-pub fn router(state: AppState) -> Router {
-    shared::agent::router(&state)
-}
-
-/// Serves until `shutdown` completes, then drains (see [`shared::http::server`]).
-pub async fn run(
-    listener: TcpListener,
-    state: AppState,
-    shutdown: impl Future<Output = ()>,
-) -> io::Result<DrainOutcome> {
-    shared::agent::run(listener, state, shutdown).await
-}

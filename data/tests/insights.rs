@@ -6,14 +6,15 @@ use axum::{
     body::{Body, to_bytes},
     http::{Method, Request, StatusCode},
 };
-use data::{AppState, Config, router};
+use data::{AppState, Config};
 use recsys::UserQuery;
 use serde_json::{Value, json};
+use shared::agent::{Agent, router};
 use tower::ServiceExt;
 
 fn app_with(config: &Config) -> (Router, AppState) {
     let state = AppState::new(config).unwrap();
-    (router(state.clone()), state)
+    (router(&state), state)
 }
 
 fn app() -> (Router, AppState) {

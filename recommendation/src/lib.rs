@@ -20,10 +20,10 @@ pub mod retry;
 pub mod state;
 pub mod users;
 
-use std::{future::Future, io, net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{
-    BoxError, Json, Router,
+    Json, Router,
     extract::State,
     http::HeaderValue,
     response::{IntoResponse, Response},
@@ -32,13 +32,11 @@ use axum::{
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use shared::{
-    agent::{Agent, CommonArgs, Core},
+    agent::{Agent, Core},
     dapr::Sidecar,
     fastapi::{QueryParams, ValidationErrorBody},
-    http::{DrainOutcome, Health},
     obs::TraceHeaders,
 };
-use tokio::net::TcpListener;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use cache::DataCache;
@@ -144,9 +142,41 @@ pub struct Shared {
 }
 
 impl AppState {
+    /// The same agent with predictions kept in `store`: tests give two replicas one store, as a Dapr state store
+    /// is shared by every replica of the app id.
+    pub fn with_prediction_store(mut self, store: Backend) -> Self {
+        let predictions = Predictions::new(store, self.predictions.ttl(), self.users.retries());
+        Arc::make_mut(&mut self.0).predictions = predictions;
+        self
+    }
+
+    /// The model this agent recommends with.
+    pub fn model(&self) -> ModelName {
+        self.model
+    }
+
+    /// How long the data answer is cached, and where user state lives (for the startup log).
+    pub fn describe(&self) -> (Duration, &'static str) {
+        (self.cache.ttl(), self.users.backend().kind())
+    }
+
+    /// The data client.
+    pub fn data(&self) -> &DataClient {
+        &self.data
+    }
+}
+
+impl Agent for AppState {
+    const NAME: &'static str = "recommendation";
+    const ABOUT: &'static str = "The recommendation agent: GET /recommend builds a recommendation on the data agent's answer. \
+        `recommendation eval --help`: compare the models offline.";
+    type Config = Config;
+    type Error = reqwest::Error;
+    type ApiDoc = ApiDoc;
+
     /// Builds the state (including the pooled data client) from settings.
-    pub fn new(config: &Config) -> Result<Self, reqwest::Error> {
-        let core = Core::new(&config.common, config.sidecar_port());
+    fn new(config: &Config) -> Result<Self, reqwest::Error> {
+        let core = Core::new(config);
         let sidecar = core.sidecar().cloned();
         let sidecar_headers = sidecar.as_ref().map(Sidecar::auth_headers).unwrap_or_default();
         let data = DataClient::new(config)?.with_sidecar_headers(sidecar_headers);
@@ -188,59 +218,8 @@ impl AppState {
         })))
     }
 
-    /// The same agent with predictions kept in `store`: tests give two replicas one store, as a Dapr state store
-    /// is shared by every replica of the app id.
-    pub fn with_prediction_store(mut self, store: Backend) -> Self {
-        let predictions = Predictions::new(store, self.predictions.ttl(), self.users.retries());
-        Arc::make_mut(&mut self.0).predictions = predictions;
-        self
-    }
-
-    /// The model this agent recommends with.
-    pub fn model(&self) -> ModelName {
-        self.model
-    }
-
-    /// How long the data answer is cached, and where user state lives (for the startup log).
-    pub fn describe(&self) -> (Duration, &'static str) {
-        (self.cache.ttl(), self.users.backend().kind())
-    }
-
-    /// Readiness of this process (tests use it to observe draining).
-    pub fn health(&self) -> &Health {
-        self.core.health()
-    }
-
-    /// The data client.
-    pub fn data(&self) -> &DataClient {
-        &self.data
-    }
-}
-
-impl Agent for AppState {
-    const NAME: &'static str = "recommendation";
-    const ABOUT: &'static str = "The recommendation agent: GET /recommend builds a recommendation on the data agent's answer. \
-        `recommendation eval --help`: compare the models offline.";
-    type Config = Config;
-
-    fn common(config: &Config) -> &CommonArgs {
-        &config.common
-    }
-
-    fn check(config: &Config) -> Result<(), shared::config::BadSetting> {
-        config.check()
-    }
-
-    fn new(config: &Config) -> Result<Self, BoxError> {
-        Ok(Self::new(config)?)
-    }
-
     fn core(&self) -> &Core {
         &self.core
-    }
-
-    fn core_mut(&mut self) -> &mut Core {
-        &mut Arc::make_mut(&mut self.0).core
     }
 
     fn routes(&self) -> Router {
@@ -250,10 +229,6 @@ impl Agent for AppState {
             .route("/dapr/subscribe", get(events::subscribe))
             .route(events::DELIVERY_ROUTE, post(events::data_updated))
             .with_state(self.clone())
-    }
-
-    fn openapi() -> utoipa::openapi::OpenApi {
-        ApiDoc::openapi()
     }
 
     fn started(&self, addr: SocketAddr) {
@@ -397,17 +372,3 @@ fn with_stale_headers(body: Json<RecommendationBody>, stale_age: Option<Duration
         (name = "health", description = "Probes"), (name = "observability", description = "Metrics")),
 )]
 pub struct ApiDoc;
-
-/// All routes with the shared layers; no I/O, so tests can drive it with `oneshot`.
-pub fn router(state: AppState) -> Router {
-    shared::agent::router(&state)
-}
-
-/// Serves until `shutdown` completes, then drains (see [`shared::http::server`]).
-pub async fn run(
-    listener: TcpListener,
-    state: AppState,
-    shutdown: impl Future<Output = ()>,
-) -> io::Result<DrainOutcome> {
-    shared::agent::run(listener, state, shutdown).await
-}

@@ -20,9 +20,10 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use recommendation::{AppState, Config, router, state::Backend};
+use recommendation::{AppState, Config, state::Backend};
 use recsys::{Insights, Limits, ModelName, NewInteraction, UserQuery, default_dataset};
 use serde_json::{Value, json};
+use shared::agent::{Agent, router};
 use tower::ServiceExt;
 
 /// The in-test data agent: `/data` and `/insights/users/{user}`, over insights the test can change.
@@ -120,7 +121,7 @@ impl Mesh {
 }
 
 async fn call(agent: &AppState, request: Request<Body>) -> (StatusCode, HeaderMap, Value) {
-    let response = router(agent.clone()).oneshot(request).await.unwrap();
+    let response = router(agent).oneshot(request).await.unwrap();
     let (status, headers) = (response.status(), response.headers().clone());
     let body = to_bytes(response.into_body(), usize::MAX).await.unwrap();
     (status, headers, serde_json::from_slice(&body).unwrap())

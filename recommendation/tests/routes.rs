@@ -5,14 +5,15 @@ use axum::{
     body::{Body, to_bytes},
     http::{Method, Request, StatusCode},
 };
-use recommendation::{AppState, Config, router};
+use recommendation::{AppState, Config};
 use serde_json::{Value, json};
+use shared::agent::{Agent, router};
 use tower::ServiceExt;
 
 fn app() -> Router {
     // Nothing listens on port 9 (discard) on loopback; these tests never reach the data call.
     let config = Config::for_tests("http://127.0.0.1:9".parse().unwrap());
-    router(AppState::new(&config).unwrap())
+    router(&AppState::new(&config).unwrap())
 }
 
 async fn get(uri: &str) -> (StatusCode, Value) {

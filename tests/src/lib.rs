@@ -5,7 +5,6 @@ pub mod dapr;
 pub mod otlp;
 
 use std::{
-    future::Future,
     io::{BufRead, BufReader},
     net::SocketAddr,
     path::{Path, PathBuf},
@@ -19,7 +18,7 @@ use std::{
 };
 
 use axum::Router;
-use shared::http::DrainOutcome;
+use shared::{agent::Agent, http::DrainOutcome};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpListener,
@@ -72,14 +71,14 @@ impl RunningAgent {
     }
 }
 
-async fn spawn_with<F, Fut>(listener: TcpListener, health: shared::http::health::Health, run: F) -> RunningAgent
-where
-    F: FnOnce(TcpListener, oneshot::Receiver<()>) -> Fut,
-    Fut: Future<Output = std::io::Result<DrainOutcome>> + Send + 'static,
-{
+/// Serves `agent` on `listener` until [`RunningAgent::stop`] (or [`RunningAgent::begin_shutdown`]).
+pub fn spawn_agent_on<A: Agent>(listener: TcpListener, agent: A) -> RunningAgent {
     let addr = listener.local_addr().expect("bound listener has an address");
-    let (stop, stopped) = oneshot::channel();
-    let task = tokio::spawn(run(listener, stopped));
+    let health = agent.core().health().clone();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(shared::agent::run(listener, agent, async move {
+        let _ = stopped.await;
+    }));
     RunningAgent { addr, health, stop: Some(stop), task }
 }
 
@@ -90,15 +89,7 @@ pub async fn bind(addr: Option<SocketAddr>) -> TcpListener {
 
 /// Serves a data agent on `listener`.
 pub async fn spawn_data_on(listener: TcpListener, config: data::Config) -> RunningAgent {
-    let state = data::AppState::new(&config).expect("the data set loads");
-    let health = state.health().clone();
-    spawn_with(listener, health, move |l, stopped| async move {
-        data::run(l, state, async move {
-            let _ = stopped.await;
-        })
-        .await
-    })
-    .await
+    spawn_agent_on(listener, data::AppState::new(&config).expect("the data set loads"))
 }
 
 /// Serves a data agent on a fresh loopback port.
@@ -117,28 +108,12 @@ pub async fn spawn_faulty_data(faults: data::config::FaultArgs) -> (RunningAgent
 pub async fn spawn_counted_data(config: data::Config) -> (RunningAgent, Arc<data::Faults>) {
     let state = data::AppState::new(&config).expect("the data set loads");
     let seen = state.faults().clone();
-    let health = state.health().clone();
-    let agent = spawn_with(bind(None).await, health, move |l, stopped| async move {
-        data::run(l, state, async move {
-            let _ = stopped.await;
-        })
-        .await
-    })
-    .await;
-    (agent, seen)
+    (spawn_agent_on(bind(None).await, state), seen)
 }
 
 /// Serves a recommendation agent with `config` on a fresh loopback port.
 pub async fn spawn_recommendation(config: recommendation::Config) -> RunningAgent {
-    let state = recommendation::AppState::new(&config).expect("data client builds");
-    let health = state.health().clone();
-    spawn_with(bind(None).await, health, move |l, stopped| async move {
-        recommendation::run(l, state, async move {
-            let _ = stopped.await;
-        })
-        .await
-    })
-    .await
+    spawn_agent_on(bind(None).await, recommendation::AppState::new(&config).expect("data client builds"))
 }
 
 /// A stand-in upstream (a misbehaving data agent, a fake sidecar) served on loopback until dropped.
