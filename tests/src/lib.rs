@@ -17,7 +17,7 @@ use std::{
     time::Duration,
 };
 
-use axum::Router;
+use axum::{Router, http::HeaderMap, routing::get};
 use shared::{agent::Agent, http::DrainOutcome};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -116,6 +116,17 @@ pub async fn spawn_recommendation(config: recommendation::Config) -> RunningAgen
     spawn_agent_on(bind(None).await, recommendation::AppState::new(&config).expect("data client builds"))
 }
 
+/// One B3 trace context in both its forms, the `x-b3-*` headers and the single `b3` header, as Zipkin-instrumented
+/// callers and Istio's proxies send it: the agents must pass every one on to data unchanged.
+pub const B3_CONTEXT: [(&str, &str); 6] = [
+    ("x-b3-traceid", "80f198ee56343ba864fe8b2a57d3eff7"),
+    ("x-b3-spanid", "e457b5a2e4d86bd1"),
+    ("x-b3-parentspanid", "05e3ac9a4f6e3b90"),
+    ("x-b3-sampled", "1"),
+    ("x-b3-flags", "1"),
+    ("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90"),
+];
+
 /// A stand-in upstream (a misbehaving data agent, a fake sidecar) served on loopback until dropped.
 pub struct StandIn {
     /// Where it listens.
@@ -132,6 +143,23 @@ impl StandIn {
             let _ = axum::serve(listener, router).await;
         });
         Self { addr, task }
+    }
+
+    /// A data agent stand-in that answers `GET /data` with the original contract and hands the headers of every
+    /// request to the test, in the order they arrive.
+    pub async fn recording_data() -> (Self, tokio::sync::mpsc::UnboundedReceiver<HeaderMap>) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let router = Router::new().route(
+            "/data",
+            get(move |headers: HeaderMap| {
+                let tx = tx.clone();
+                async move {
+                    tx.send(headers).expect("the test holds the receiver");
+                    axum::Json(serde_json::json!({"processed_data": "some_insights"}))
+                }
+            }),
+        );
+        (Self::serve(router).await, rx)
     }
 
     /// Base URL of the stand-in.
