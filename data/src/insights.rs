@@ -227,7 +227,7 @@ fn categories_param(raw: &str) -> Result<Vec<String>, Vec<ValidationIssue>> {
         (status = 422, description = "Invalid user id, limit or category", body = ValidationErrorBody),
     ))]
 pub async fn user_insights(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     path: LossyPathParams,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<UserInsights>, ValidationErrorBody> {
@@ -260,7 +260,7 @@ pub async fn user_insights(
         (status = 422, description = "Invalid limit", body = ValidationErrorBody),
     ))]
 pub async fn summary(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     query: QueryParams,
 ) -> Result<Json<InsightsSummary>, ValidationErrorBody> {
     let limit = limit_param(&query).map_err(|issue| ValidationErrorBody { detail: vec![*issue] })?;

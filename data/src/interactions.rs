@@ -14,6 +14,8 @@
 //!     interactions: list[Interaction] = Field(min_length=1, max_length=1000)
 //! ```
 
+use std::sync::Arc;
+
 use axum::{
     Json,
     extract::State,
@@ -373,7 +375,7 @@ fn row_issues(rows: Vec<RowError>, batch: &[NewInteraction]) -> ValidationErrorB
         shared::fastapi::BodyReadErrors,
     ))]
 pub async fn post_interactions(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     trace: TraceHeaders,
     body: Result<JsonBody, BodyRejection>,
 ) -> Result<Json<BatchApplied>, BatchRefused> {

@@ -51,22 +51,9 @@ pub struct DataBody {
     pub processed_data: String,
 }
 
-/// Shared state of one data agent process: one allocation shared by every clone, because axum clones the state
-/// several times per request, and a deep clone cost more than the `GET /data` handler itself (`bench/callgrind.sh`).
-#[derive(Debug, Clone)]
-pub struct AppState(Arc<Shared>);
-
-impl std::ops::Deref for AppState {
-    type Target = Shared;
-
-    fn deref(&self) -> &Shared {
-        &self.0
-    }
-}
-
-/// What an [`AppState`] shares.
-#[derive(Debug, Clone)]
-pub struct Shared {
+/// The state of one data agent process, which [`shared::agent`] keeps in one `Arc` for every request.
+#[derive(Debug)]
+pub struct AppState {
     core: Core,
     faults: Arc<Faults>,
     store: DataStore,
@@ -117,14 +104,14 @@ impl Agent for AppState {
             })
         });
         let faults = Arc::new(Faults::new(config.faults.clone()));
-        Ok(Self(Arc::new(Shared { core, faults, store, publisher, insights, events })))
+        Ok(Self { core, faults, store, publisher, insights, events })
     }
 
     fn core(&self) -> &Core {
         &self.core
     }
 
-    fn routes(&self) -> Router {
+    fn routes(self: &Arc<Self>) -> Router {
         Router::new()
             .route("/data", get(get_data).put(put_data))
             .route("/items", get(items::list_items))
@@ -144,7 +131,7 @@ impl Agent for AppState {
 /// The processed insights.
 #[utoipa::path(get, path = "/data", tag = "data",
     responses((status = 200, description = "The processed insights", body = DataBody)))]
-pub async fn get_data(State(state): State<AppState>) -> Response {
+pub async fn get_data(State(state): State<Arc<AppState>>) -> Response {
     if let Some(faulty) = state.faults.intercept().await {
         return faulty;
     }
@@ -194,7 +181,7 @@ pub struct UpdateBody {
         shared::fastapi::BodyReadErrors,
     ))]
 pub async fn put_data(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     trace: TraceHeaders,
     body: Result<JsonBody, BodyRejection>,
 ) -> Result<Json<UpdateBody>, BodyRejection> {

@@ -115,23 +115,9 @@ pub struct RecommendParams {
     pub user: Option<String>,
 }
 
-/// Shared state of one recommendation agent process: one allocation shared by every clone, because axum clones
-/// the state several times per request (the router's services, the `State` extractor), and a deep clone of the
-/// clients, URLs and headers inside cost more than the rest of the handler (`bench/callgrind.sh`).
-#[derive(Debug, Clone)]
-pub struct AppState(Arc<Shared>);
-
-impl std::ops::Deref for AppState {
-    type Target = Shared;
-
-    fn deref(&self) -> &Shared {
-        &self.0
-    }
-}
-
-/// What an [`AppState`] shares.
-#[derive(Debug, Clone)]
-pub struct Shared {
+/// The state of one recommendation agent process, which [`shared::agent`] keeps in one `Arc` for every request.
+#[derive(Debug)]
+pub struct AppState {
     core: Core,
     data: DataClient,
     cache: DataCache,
@@ -146,7 +132,7 @@ impl AppState {
     /// is shared by every replica of the app id.
     pub fn with_prediction_store(mut self, store: Backend) -> Self {
         let predictions = Predictions::new(store, self.predictions.ttl(), self.users.retries());
-        Arc::make_mut(&mut self.0).predictions = predictions;
+        self.predictions = predictions;
         self
     }
 
@@ -203,7 +189,7 @@ impl Agent for AppState {
         let core = core.with_readiness_details(move || {
             serde_json::json!({ "data": reachability.reachability(), "state": state_kind, "events": counts.snapshot() })
         });
-        Ok(Self(Arc::new(Shared {
+        Ok(Self {
             core,
             data,
             cache: DataCache::new(config.data_cache_ttl()),
@@ -215,14 +201,14 @@ impl Agent for AppState {
                 config.prediction_cache_ttl(),
                 config.state.state_write_retries,
             ),
-        })))
+        })
     }
 
     fn core(&self) -> &Core {
         &self.core
     }
 
-    fn routes(&self) -> Router {
+    fn routes(self: &Arc<Self>) -> Router {
         Router::new()
             .route("/recommend", get(recommend))
             .route("/users/{user_id}/preferences", get(users::get_preferences).put(users::put_preferences))
@@ -273,7 +259,7 @@ pub const DATA_AGE: &str = "x-data-age";
             body = shared::fastapi::errors::ErrorBody),
     ))]
 pub async fn recommend(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     query: QueryParams,
     trace: TraceHeaders,
 ) -> Result<Response, ApiError> {

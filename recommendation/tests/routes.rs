@@ -1,5 +1,7 @@
 //! Route tests for the recommendation agent that need no data agent, driven in-process with `oneshot`.
 
+use std::sync::Arc;
+
 use axum::{
     Router,
     body::{Body, to_bytes},
@@ -13,7 +15,7 @@ use tower::ServiceExt;
 fn app() -> Router {
     // Nothing listens on port 9 (discard) on loopback; these tests never reach the data call.
     let config = Config::for_tests("http://127.0.0.1:9".parse().unwrap());
-    router(&AppState::new(&config).unwrap())
+    router(&Arc::new(AppState::new(&config).unwrap()))
 }
 
 async fn get(uri: &str) -> (StatusCode, Value) {

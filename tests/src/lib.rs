@@ -76,7 +76,7 @@ pub fn spawn_agent_on<A: Agent>(listener: TcpListener, agent: A) -> RunningAgent
     let addr = listener.local_addr().expect("bound listener has an address");
     let health = agent.core().health().clone();
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(shared::agent::run(listener, agent, async move {
+    let task = tokio::spawn(shared::agent::run(listener, Arc::new(agent), async move {
         let _ = stopped.await;
     }));
     RunningAgent { addr, health, stop: Some(stop), task }

@@ -165,7 +165,11 @@ impl Core {
 
 /// An agent: its state and its routes. The probes, `/metrics`, the API docs, the layers and the serving are the
 /// same for every agent and come from this module.
-pub trait Agent: Clone + Send + Sync + 'static {
+///
+/// This module keeps the state in one `Arc`, and the agent's handlers take `State<Arc<Self>>`: axum clones the
+/// state several times per request (the router's services, the `State` extractor), and a deep clone of an agent's
+/// clients, stores and headers cost more than a whole `GET /data` handler (`bench/callgrind.sh`).
+pub trait Agent: Send + Sync + Sized + 'static {
     /// The agent's name: the binary, the `agent` label of `agent_build_info`, the default `service.name`.
     const NAME: &'static str;
     /// One line for `--help`.
@@ -184,7 +188,7 @@ pub trait Agent: Clone + Send + Sync + 'static {
     fn core(&self) -> &Core;
 
     /// The agent's own routes, with their state: what the app token, load shedding and the body bounds apply to.
-    fn routes(&self) -> Router;
+    fn routes(self: &Arc<Self>) -> Router;
 
     /// Logs the startup line, once listening on `addr`; its message ends in `listening`.
     fn started(&self, addr: SocketAddr);
@@ -209,7 +213,7 @@ async fn process<A: Agent>(command: Option<Subcommand>, config: A::Config) -> Re
     }
     let mut shutdown = Box::pin(shutdown::listen()?);
     let telemetry = obs::init(&common.telemetry, A::NAME)?;
-    let agent = A::new(&config)?;
+    let agent = Arc::new(A::new(&config)?);
     let core = agent.core();
     if let Some(sidecar) = core.sidecar() {
         match common.dapr.start_with_sidecar_or(sidecar, &mut shutdown).await? {
@@ -231,7 +235,7 @@ async fn process<A: Agent>(command: Option<Subcommand>, config: A::Config) -> Re
 /// Serves `agent` on `listener` until `shutdown` completes, then drains (see [`crate::http::server`]).
 pub async fn run<A: Agent>(
     listener: TcpListener,
-    agent: A,
+    agent: Arc<A>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<DrainOutcome> {
     let (health, options) = (agent.core().health.clone(), agent.core().serve);

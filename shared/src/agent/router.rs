@@ -13,6 +13,8 @@
 //! Layers are applied per router rather than around the whole service because they need the matched route, which
 //! exists only once the router has matched.
 
+use std::sync::Arc;
+
 use axum::{Router, handler::Handler};
 use tower::ServiceBuilder;
 use utoipa::OpenApi;
@@ -26,7 +28,7 @@ use crate::{
 };
 
 /// All routes of `agent` with their layers; no I/O, so tests can drive it with `oneshot`.
-pub fn router<A: Agent>(agent: &A) -> Router {
+pub fn router<A: Agent>(agent: &Arc<A>) -> Router {
     let core = agent.core();
     let app = dapr::require_app_token(agent.routes(), core.app_api_token());
     // Outermost first on each request: observe, body bounds, shedding, token, handler. A body declared too large is
