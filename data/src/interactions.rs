@@ -365,13 +365,11 @@ fn row_issues(rows: Vec<RowError>, batch: &[NewInteraction]) -> ValidationErrorB
 #[utoipa::path(post, path = "/interactions", tag = "insights", request_body = InteractionBatch,
     responses(
         (status = 200, description = "Every row was applied; `version` is the insights' new version", body = BatchApplied),
-        (status = 401, description = "APP_API_TOKEN is set and the call has no dapr-api-token",
-            body = shared::fastapi::errors::ErrorBody),
-        (status = 403, description = "The dapr-api-token is wrong", body = shared::fastapi::errors::ErrorBody),
         (status = 422, description = "The body is missing, not JSON, or invalid: every problem is listed, rows at \
             `[\"body\", \"interactions\", <row>, <field>]`; nothing was applied", body = ValidationErrorBody),
         (status = 507, description = "The batch's new users would pass the bound on users; nothing was applied",
             body = shared::fastapi::errors::ErrorBody),
+        shared::dapr::AppTokenErrors,
         shared::fastapi::BodyReadErrors,
     ))]
 pub async fn post_interactions(

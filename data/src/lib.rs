@@ -174,10 +174,8 @@ pub struct UpdateBody {
     responses(
         (status = 200, description = "The data was replaced; `event` tells whether subscribers were told",
             body = UpdateBody),
-        (status = 401, description = "APP_API_TOKEN is set and the call has no dapr-api-token",
-            body = shared::fastapi::errors::ErrorBody),
-        (status = 403, description = "The dapr-api-token is wrong", body = shared::fastapi::errors::ErrorBody),
         (status = 422, description = "The body is missing, not JSON, or invalid", body = ValidationErrorBody),
+        shared::dapr::AppTokenErrors,
         shared::fastapi::BodyReadErrors,
     ))]
 pub async fn put_data(
