@@ -149,19 +149,12 @@ pub fn path_id(path: &LossyPathParams, name: &str) -> Result<String, Box<Validat
     let raw = path.get(name).unwrap_or_default();
     match validate::id(raw) {
         Ok(()) => Ok(raw.to_owned()),
-        Err(_) => Err(Box::new(pattern_issue(vec![json!("path"), json!(name)], raw))),
+        Err(_) => Err(Box::new(ValidationIssue::pattern_mismatch(
+            vec![json!("path"), json!(name)],
+            raw,
+            validate::ID_PATTERN,
+        ))),
     }
-}
-
-/// pydantic's `string_pattern_mismatch` for an id.
-pub fn pattern_issue(loc: Vec<Value>, raw: &str) -> ValidationIssue {
-    query_issue(
-        "string_pattern_mismatch",
-        loc,
-        format!("String should match pattern '{}'", validate::ID_PATTERN),
-        Value::String(raw.to_owned()),
-        json!({"pattern": validate::ID_PATTERN}),
-    )
 }
 
 /// The `limit` query parameter, 1 to 100, [`DEFAULT_LIMIT`] when absent.

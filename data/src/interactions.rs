@@ -109,13 +109,7 @@ fn issue(kind: &str, loc: Vec<Value>, msg: impl Into<String>, input: Value, ctx:
 /// pydantic's issue for a value that is well typed but breaks a rule of [`validate`].
 fn rule_issue(loc: Vec<Value>, input: Value, error: FieldError) -> Issue {
     match error {
-        FieldError::Id => issue(
-            "string_pattern_mismatch",
-            loc,
-            format!("String should match pattern '{}'", validate::ID_PATTERN),
-            input,
-            Some(json!({"pattern": validate::ID_PATTERN})),
-        ),
+        FieldError::Id => Box::new(ValidationIssue::pattern_mismatch(loc, input, validate::ID_PATTERN)),
         FieldError::NotPositive => {
             issue("greater_than", loc, "Input should be greater than 0", input, Some(json!({"gt": 0})))
         }
