@@ -10,10 +10,11 @@
 //!
 //! An agent says only what is its own. Its settings say where the [`CommonArgs`] are among them, which settings
 //! only make sense together, and where its sidecar listens ([`AgentConfig`]); its state says how it is built, where
-//! its [`Core`] is, its routes and its startup line ([`Agent`]). Everything else is here, once: the agent builds its
-//! [`Core`] from its settings ([`Core::new`]), and the one thing about the core only known after the state is built,
-//! the app token read from the secret store, is put in effect through `&Core` (it is fixed before any router is
-//! built), so no agent has to hand out its core mutably.
+//! its [`Core`] is, its OpenAPI description, its routes and its startup line ([`Agent`]). Everything else is here,
+//! once: the `Arc` the state is shared in (see [`Agent`]), the [`Core`] built from the settings ([`Core::new`]),
+//! and the one thing about the core known only after the state is built, the app token read from the secret store,
+//! which is put in effect through `&Core` (fixed before any router is built), so no agent hands out its core
+//! mutably.
 
 mod healthcheck;
 mod openapi;
