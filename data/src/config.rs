@@ -4,7 +4,7 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, ValueEnum};
 use shared::{
-    agent::CommonArgs,
+    agent::{AgentConfig, CommonArgs},
     config::{BadSetting, parse_duration, parse_positive_duration},
 };
 
@@ -74,9 +74,14 @@ impl Config {
             event_max_delay: Duration::from_secs(2),
         }
     }
+}
 
-    /// Checks the settings that only make sense together.
-    pub fn check(&self) -> Result<(), BadSetting> {
+impl AgentConfig for Config {
+    fn common(&self) -> &CommonArgs {
+        &self.common
+    }
+
+    fn check(&self) -> Result<(), BadSetting> {
         if self.event_max_delay < self.event_debounce {
             return Err(BadSetting::new("EVENT_MAX_DELAY", "must be at least EVENT_DEBOUNCE"));
         }

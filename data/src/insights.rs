@@ -149,19 +149,12 @@ pub fn path_id(path: &LossyPathParams, name: &str) -> Result<String, Box<Validat
     let raw = path.get(name).unwrap_or_default();
     match validate::id(raw) {
         Ok(()) => Ok(raw.to_owned()),
-        Err(_) => Err(Box::new(pattern_issue(vec![json!("path"), json!(name)], raw))),
+        Err(_) => Err(Box::new(ValidationIssue::pattern_mismatch(
+            vec![json!("path"), json!(name)],
+            raw,
+            validate::ID_PATTERN,
+        ))),
     }
-}
-
-/// pydantic's `string_pattern_mismatch` for an id.
-pub fn pattern_issue(loc: Vec<Value>, raw: &str) -> ValidationIssue {
-    query_issue(
-        "string_pattern_mismatch",
-        loc,
-        format!("String should match pattern '{}'", validate::ID_PATTERN),
-        Value::String(raw.to_owned()),
-        json!({"pattern": validate::ID_PATTERN}),
-    )
 }
 
 /// The `limit` query parameter, 1 to 100, [`DEFAULT_LIMIT`] when absent.
@@ -227,7 +220,7 @@ fn categories_param(raw: &str) -> Result<Vec<String>, Vec<ValidationIssue>> {
         (status = 422, description = "Invalid user id, limit or category", body = ValidationErrorBody),
     ))]
 pub async fn user_insights(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     path: LossyPathParams,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<UserInsights>, ValidationErrorBody> {
@@ -260,7 +253,7 @@ pub async fn user_insights(
         (status = 422, description = "Invalid limit", body = ValidationErrorBody),
     ))]
 pub async fn summary(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     query: QueryParams,
 ) -> Result<Json<InsightsSummary>, ValidationErrorBody> {
     let limit = limit_param(&query).map_err(|issue| ValidationErrorBody { detail: vec![*issue] })?;

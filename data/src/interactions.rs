@@ -14,6 +14,8 @@
 //!     interactions: list[Interaction] = Field(min_length=1, max_length=1000)
 //! ```
 
+use std::sync::Arc;
+
 use axum::{
     Json,
     extract::State,
@@ -107,13 +109,7 @@ fn issue(kind: &str, loc: Vec<Value>, msg: impl Into<String>, input: Value, ctx:
 /// pydantic's issue for a value that is well typed but breaks a rule of [`validate`].
 fn rule_issue(loc: Vec<Value>, input: Value, error: FieldError) -> Issue {
     match error {
-        FieldError::Id => issue(
-            "string_pattern_mismatch",
-            loc,
-            format!("String should match pattern '{}'", validate::ID_PATTERN),
-            input,
-            Some(json!({"pattern": validate::ID_PATTERN})),
-        ),
+        FieldError::Id => Box::new(ValidationIssue::pattern_mismatch(loc, input, validate::ID_PATTERN)),
         FieldError::NotPositive => {
             issue("greater_than", loc, "Input should be greater than 0", input, Some(json!({"gt": 0})))
         }
@@ -363,17 +359,15 @@ fn row_issues(rows: Vec<RowError>, batch: &[NewInteraction]) -> ValidationErrorB
 #[utoipa::path(post, path = "/interactions", tag = "insights", request_body = InteractionBatch,
     responses(
         (status = 200, description = "Every row was applied; `version` is the insights' new version", body = BatchApplied),
-        (status = 401, description = "APP_API_TOKEN is set and the call has no dapr-api-token",
-            body = shared::fastapi::errors::ErrorBody),
-        (status = 403, description = "The dapr-api-token is wrong", body = shared::fastapi::errors::ErrorBody),
         (status = 422, description = "The body is missing, not JSON, or invalid: every problem is listed, rows at \
             `[\"body\", \"interactions\", <row>, <field>]`; nothing was applied", body = ValidationErrorBody),
         (status = 507, description = "The batch's new users would pass the bound on users; nothing was applied",
             body = shared::fastapi::errors::ErrorBody),
+        shared::dapr::AppTokenErrors,
         shared::fastapi::BodyReadErrors,
     ))]
 pub async fn post_interactions(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     trace: TraceHeaders,
     body: Result<JsonBody, BodyRejection>,
 ) -> Result<Json<BatchApplied>, BatchRefused> {

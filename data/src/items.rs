@@ -1,5 +1,7 @@
 //! The catalog: `GET /items` (paginated) and `GET /items/{id}`.
 
+use std::sync::Arc;
+
 use axum::{
     Json,
     extract::State,
@@ -53,7 +55,7 @@ pub struct ItemsPage {
         (status = 422, description = "Invalid offset or limit", body = ValidationErrorBody),
     ))]
 pub async fn list_items(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     query: QueryParams,
 ) -> Result<Json<ItemsPage>, ValidationErrorBody> {
     let offset = query.optional_int("offset", 0..=i64::MAX);
@@ -78,7 +80,7 @@ pub async fn list_items(
         (status = 404, description = "No such item", body = shared::fastapi::errors::ErrorBody),
         (status = 422, description = "Invalid item id", body = ValidationErrorBody),
     ))]
-pub async fn get_item(State(state): State<AppState>, path: LossyPathParams) -> Response {
+pub async fn get_item(State(state): State<Arc<AppState>>, path: LossyPathParams) -> Response {
     let id = match path_id(&path, "id") {
         Ok(id) => id,
         Err(issue) => return ValidationErrorBody { detail: vec![*issue] }.into_response(),

@@ -16,22 +16,20 @@ pub mod items;
 pub mod publish;
 pub mod store;
 
-use std::{future::Future, io, net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, sync::Arc};
 
 use axum::{
-    BoxError, Json, Router,
+    Json, Router,
     extract::State,
     response::{IntoResponse, Response},
     routing::{get, post},
 };
 use serde::{Deserialize, Serialize};
 use shared::{
-    agent::{Agent, CommonArgs, Core},
+    agent::{Agent, Core},
     fastapi::{BodyRejection, Fields, JsonBody, ValidationErrorBody},
-    http::DrainOutcome,
     obs::TraceHeaders,
 };
-use tokio::net::TcpListener;
 use utoipa::{OpenApi, ToSchema};
 
 pub use config::Config;
@@ -53,22 +51,9 @@ pub struct DataBody {
     pub processed_data: String,
 }
 
-/// Shared state of one data agent process: one allocation shared by every clone, because axum clones the state
-/// several times per request, and a deep clone cost more than the `GET /data` handler itself (`bench/callgrind.sh`).
-#[derive(Debug, Clone)]
-pub struct AppState(Arc<Shared>);
-
-impl std::ops::Deref for AppState {
-    type Target = Shared;
-
-    fn deref(&self) -> &Shared {
-        &self.0
-    }
-}
-
-/// What an [`AppState`] shares.
-#[derive(Debug, Clone)]
-pub struct Shared {
+/// The state of one data agent process, which [`shared::agent`] keeps in one `Arc` for every request.
+#[derive(Debug)]
+pub struct AppState {
     core: Core,
     faults: Arc<Faults>,
     store: DataStore,
@@ -79,12 +64,31 @@ pub struct Shared {
 }
 
 impl AppState {
+    /// The insights served.
+    pub fn insights(&self) -> &InsightsStore {
+        &self.insights
+    }
+
+    /// The fault injection in effect, with its count of `GET /data` requests.
+    pub fn faults(&self) -> &Arc<Faults> {
+        &self.faults
+    }
+}
+
+impl Agent for AppState {
+    const NAME: &'static str = "data";
+    const ABOUT: &'static str =
+        "The data agent: serves processed insights at GET /data and the recommender's insights at GET /insights.";
+    type Config = Config;
+    type Error = LoadError;
+    type ApiDoc = ApiDoc;
+
     /// Builds the state from settings: loads `DATA_FILE` (or the default data set) and processes it. With a
     /// sidecar configured, starts the task announcing batches, so it must then run within a Tokio runtime.
-    pub fn new(config: &Config) -> Result<Self, LoadError> {
+    fn new(config: &Config) -> Result<Self, LoadError> {
         let insights = InsightsStore::load(config.data_file.as_deref())?;
         let dapr = &config.common.dapr;
-        let core = Core::new(&config.common, dapr.dapr_http_port);
+        let core = Core::new(config);
         let publisher = core
             .sidecar()
             .map(|sidecar| Publisher::new(sidecar.clone(), dapr.pubsub_name.clone(), dapr.pubsub_topic.clone()));
@@ -100,52 +104,14 @@ impl AppState {
             })
         });
         let faults = Arc::new(Faults::new(config.faults.clone()));
-        Ok(Self(Arc::new(Shared { core, faults, store, publisher, insights, events })))
-    }
-
-    /// The insights served.
-    pub fn insights(&self) -> &InsightsStore {
-        &self.insights
-    }
-
-    /// The fault injection in effect, with its count of `GET /data` requests.
-    pub fn faults(&self) -> &Arc<Faults> {
-        &self.faults
-    }
-
-    /// Readiness of this process (tests use it to observe draining).
-    pub fn health(&self) -> &shared::http::Health {
-        self.core.health()
-    }
-}
-
-impl Agent for AppState {
-    const NAME: &'static str = "data";
-    const ABOUT: &'static str =
-        "The data agent: serves processed insights at GET /data and the recommender's insights at GET /insights.";
-    type Config = Config;
-
-    fn common(config: &Config) -> &CommonArgs {
-        &config.common
-    }
-
-    fn check(config: &Config) -> Result<(), shared::config::BadSetting> {
-        config.check()
-    }
-
-    fn new(config: &Config) -> Result<Self, BoxError> {
-        Ok(Self::new(config)?)
+        Ok(Self { core, faults, store, publisher, insights, events })
     }
 
     fn core(&self) -> &Core {
         &self.core
     }
 
-    fn core_mut(&mut self) -> &mut Core {
-        &mut Arc::make_mut(&mut self.0).core
-    }
-
-    fn routes(&self) -> Router {
+    fn routes(self: &Arc<Self>) -> Router {
         Router::new()
             .route("/data", get(get_data).put(put_data))
             .route("/items", get(items::list_items))
@@ -154,10 +120,6 @@ impl Agent for AppState {
             .route("/insights", get(insights::summary))
             .route("/insights/users/{user}", get(insights::user_insights))
             .with_state(self.clone())
-    }
-
-    fn openapi() -> utoipa::openapi::OpenApi {
-        ApiDoc::openapi()
     }
 
     fn started(&self, addr: SocketAddr) {
@@ -169,7 +131,7 @@ impl Agent for AppState {
 /// The processed insights.
 #[utoipa::path(get, path = "/data", tag = "data",
     responses((status = 200, description = "The processed insights", body = DataBody)))]
-pub async fn get_data(State(state): State<AppState>) -> Response {
+pub async fn get_data(State(state): State<Arc<AppState>>) -> Response {
     if let Some(faulty) = state.faults.intercept().await {
         return faulty;
     }
@@ -212,14 +174,12 @@ pub struct UpdateBody {
     responses(
         (status = 200, description = "The data was replaced; `event` tells whether subscribers were told",
             body = UpdateBody),
-        (status = 401, description = "APP_API_TOKEN is set and the call has no dapr-api-token",
-            body = shared::fastapi::errors::ErrorBody),
-        (status = 403, description = "The dapr-api-token is wrong", body = shared::fastapi::errors::ErrorBody),
         (status = 422, description = "The body is missing, not JSON, or invalid", body = ValidationErrorBody),
+        shared::dapr::AppTokenErrors,
         shared::fastapi::BodyReadErrors,
     ))]
 pub async fn put_data(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     trace: TraceHeaders,
     body: Result<JsonBody, BodyRejection>,
 ) -> Result<Json<UpdateBody>, BodyRejection> {
@@ -251,17 +211,3 @@ pub async fn put_data(
         (name = "health", description = "Probes"), (name = "observability", description = "Metrics")),
 )]
 pub struct ApiDoc;
-
-/// All routes with the shared layers; no I/O, so tests can drive it with `oneshot`.
-pub fn router(state: AppState) -> Router {
-    shared::agent::router(&state)
-}
-
-/// Serves until `shutdown` completes, then drains (see [`shared::http::server`]).
-pub async fn run(
-    listener: TcpListener,
-    state: AppState,
-    shutdown: impl Future<Output = ()>,
-) -> io::Result<DrainOutcome> {
-    shared::agent::run(listener, state, shutdown).await
-}

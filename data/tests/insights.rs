@@ -1,24 +1,18 @@
 //! The recommender routes of the data agent, driven in-process with `oneshot`: the catalog (`GET /items`), the
 //! insights contract (`GET /insights/users/{user}`, `GET /insights`) and new interactions (`POST /interactions`).
 
+mod support;
+
 use axum::{
     Router,
     body::{Body, to_bytes},
     http::{Method, Request, StatusCode},
 };
-use data::{AppState, Config, router};
+use data::{AppState, Config};
 use recsys::UserQuery;
 use serde_json::{Value, json};
+use support::{app, app_with};
 use tower::ServiceExt;
-
-fn app_with(config: &Config) -> (Router, AppState) {
-    let state = AppState::new(config).unwrap();
-    (router(state.clone()), state)
-}
-
-fn app() -> (Router, AppState) {
-    app_with(&Config::for_tests())
-}
 
 async fn send(app: &Router, method: Method, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
     let mut request = Request::builder().method(method).uri(uri);

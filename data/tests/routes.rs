@@ -1,18 +1,17 @@
 //! Route tests for the data agent, driven in-process with `oneshot`.
 
+mod support;
+
 use axum::{
     Router,
     body::{Body, to_bytes},
     http::{Method, Request, StatusCode},
 };
-use data::{AppState, Config, router};
+use data::Config;
 use serde_json::{Value, json};
+use shared::agent::Agent;
+use support::{app, app_with};
 use tower::ServiceExt;
-
-fn app() -> (Router, AppState) {
-    let state = AppState::new(&Config::for_tests()).unwrap();
-    (router(state.clone()), state)
-}
 
 async fn call(app: Router, method: Method, uri: &str) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
     let response = app.oneshot(Request::builder().method(method).uri(uri).body(Body::empty()).unwrap()).await.unwrap();
@@ -62,7 +61,7 @@ async fn request_id_is_generated_when_absent_and_echoed_when_given() {
 async fn readiness_fails_while_draining_but_liveness_holds() {
     let (app, state) = app();
     assert_eq!(call(app.clone(), Method::GET, "/readyz").await.0, StatusCode::OK);
-    state.health().start_draining();
+    state.core().health().start_draining();
     let (status, _, body) = call(app.clone(), Method::GET, "/readyz").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(serde_json::from_slice::<Value>(&body).unwrap()["status"], "draining");
@@ -155,7 +154,7 @@ async fn put_data_validates_like_fastapi() {
 async fn app_api_token_guards_data_but_not_the_probes() {
     let mut config = Config::for_tests();
     config.common.dapr.app_api_token = Some("app-secret".to_owned());
-    let app = router(AppState::new(&config).unwrap());
+    let app = app_with(&config).0;
     let (status, _, body) = call(app.clone(), Method::GET, "/data").await;
     assert_eq!((status, body.as_slice()), (StatusCode::UNAUTHORIZED, &br#"{"detail":"Not authenticated"}"#[..]));
     let (status, _) = put(app.clone(), r#"{"processed_data":"x"}"#, &[("dapr-api-token", "nope")]).await;
@@ -222,7 +221,7 @@ async fn a_stalled_body_is_answered_408_json_at_the_body_read_timeout() {
 async fn a_body_over_max_body_bytes_is_413_naming_the_limit_whether_declared_or_not() {
     let mut config = Config::for_tests();
     config.common.server.max_body_bytes = 1024;
-    let app = router(AppState::new(&config).unwrap());
+    let app = app_with(&config).0;
     let too_large = json!({"detail": "Request body too large: the limit is 1024 bytes"});
     // Chunked (no declared length): refused once 1024 bytes were read.
     let (mut sender, body) = http_body_util::channel::Channel::<axum::body::Bytes, std::convert::Infallible>::new(4);
@@ -244,7 +243,7 @@ async fn a_body_over_max_body_bytes_is_413_naming_the_limit_whether_declared_or_
 async fn max_body_bytes_above_64_kib_is_honoured() {
     let mut config = Config::for_tests();
     config.common.server.max_body_bytes = 1024 * 1024;
-    let app = router(AppState::new(&config).unwrap());
+    let app = app_with(&config).0;
     let big = format!(r#"{{"processed_data":"{}"}}"#, "x".repeat(100 * 1024));
     let request = Request::put("/data").header("content-type", "application/json").body(Body::from(big)).unwrap();
     let (status, _, body) = json_of(app.oneshot(request).await.unwrap()).await;

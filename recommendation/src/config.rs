@@ -5,7 +5,7 @@ use std::{fmt, time::Duration};
 use clap::{Args, ValueEnum};
 use recsys::ModelName;
 use shared::{
-    agent::CommonArgs,
+    agent::{AgentConfig, CommonArgs},
     config::{BadSetting, parse_duration, parse_positive_duration},
     dapr::{DEFAULT_HTTP_PORT, parse_name, parse_required_token},
 };
@@ -245,16 +245,6 @@ impl Config {
         }
     }
 
-    /// HTTP port of the local Dapr sidecar, if the agent has one: DAPR_HTTP_PORT, or Dapr's default port when
-    /// DATA_MODE=dapr.
-    pub fn sidecar_port(&self) -> Option<u16> {
-        match (self.common.dapr.dapr_http_port, self.data_mode()) {
-            (Some(port), _) => Some(port),
-            (None, DataMode::Dapr) => Some(DEFAULT_HTTP_PORT),
-            (None, DataMode::Direct) => None,
-        }
-    }
-
     /// The URL `GET /recommend` fetches data from, in the mode in effect.
     pub fn data_endpoint(&self) -> Url {
         data_route(&self.data_base(), &["data"])
@@ -284,8 +274,22 @@ impl Config {
         }
     }
 
-    /// Checks the settings that only make sense together; the error names the setting to fix and why.
-    pub fn check(&self) -> Result<(), BadSetting> {
+    /// How long the data agent's answer is cached (zero: not cached).
+    pub fn data_cache_ttl(&self) -> Duration {
+        match (self.state.data_cache_ttl, self.sidecar_port()) {
+            (Some(ttl), _) => ttl,
+            (None, Some(_)) => DATA_CACHE_TTL_WITH_EVENTS,
+            (None, None) => Duration::ZERO,
+        }
+    }
+}
+
+impl AgentConfig for Config {
+    fn common(&self) -> &CommonArgs {
+        &self.common
+    }
+
+    fn check(&self) -> Result<(), BadSetting> {
         let data = &self.data;
         if data.data_connect_timeout >= data.data_timeout {
             return Err(BadSetting::new(
@@ -311,12 +315,12 @@ impl Config {
         Ok(())
     }
 
-    /// How long the data agent's answer is cached (zero: not cached).
-    pub fn data_cache_ttl(&self) -> Duration {
-        match (self.state.data_cache_ttl, self.sidecar_port()) {
-            (Some(ttl), _) => ttl,
-            (None, Some(_)) => DATA_CACHE_TTL_WITH_EVENTS,
-            (None, None) => Duration::ZERO,
+    /// DAPR_HTTP_PORT, or Dapr's default port when DATA_MODE=dapr.
+    fn sidecar_port(&self) -> Option<u16> {
+        match (self.common.dapr.dapr_http_port, self.data_mode()) {
+            (Some(port), _) => Some(port),
+            (None, DataMode::Dapr) => Some(DEFAULT_HTTP_PORT),
+            (None, DataMode::Direct) => None,
         }
     }
 }

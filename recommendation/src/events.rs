@@ -121,7 +121,7 @@ pub struct Events {
 /// Topics this agent subscribes to (read by the Dapr sidecar at startup); empty without a sidecar.
 #[utoipa::path(get, path = "/dapr/subscribe", tag = "events",
     responses((status = 200, description = "The subscriptions", body = [Subscription])))]
-pub async fn subscribe(State(state): State<AppState>) -> Json<Vec<Subscription>> {
+pub async fn subscribe(State(state): State<Arc<AppState>>) -> Json<Vec<Subscription>> {
     Json(state.events.subscription.iter().cloned().collect())
 }
 
@@ -136,7 +136,7 @@ pub async fn subscribe(State(state): State<AppState>) -> Json<Vec<Subscription>>
         shared::fastapi::BodyReadErrors,
     ))]
 pub async fn data_updated(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     trace: TraceHeaders,
     body: Result<BodyBytes, BodyRejection>,
 ) -> Response {

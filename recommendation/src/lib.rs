@@ -20,10 +20,10 @@ pub mod retry;
 pub mod state;
 pub mod users;
 
-use std::{future::Future, io, net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{
-    BoxError, Json, Router,
+    Json, Router,
     extract::State,
     http::HeaderValue,
     response::{IntoResponse, Response},
@@ -32,13 +32,11 @@ use axum::{
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use shared::{
-    agent::{Agent, CommonArgs, Core},
+    agent::{Agent, Core},
     dapr::Sidecar,
     fastapi::{QueryParams, ValidationErrorBody},
-    http::{DrainOutcome, Health},
     obs::TraceHeaders,
 };
-use tokio::net::TcpListener;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use cache::DataCache;
@@ -117,23 +115,9 @@ pub struct RecommendParams {
     pub user: Option<String>,
 }
 
-/// Shared state of one recommendation agent process: one allocation shared by every clone, because axum clones
-/// the state several times per request (the router's services, the `State` extractor), and a deep clone of the
-/// clients, URLs and headers inside cost more than the rest of the handler (`bench/callgrind.sh`).
-#[derive(Debug, Clone)]
-pub struct AppState(Arc<Shared>);
-
-impl std::ops::Deref for AppState {
-    type Target = Shared;
-
-    fn deref(&self) -> &Shared {
-        &self.0
-    }
-}
-
-/// What an [`AppState`] shares.
-#[derive(Debug, Clone)]
-pub struct Shared {
+/// The state of one recommendation agent process, which [`shared::agent`] keeps in one `Arc` for every request.
+#[derive(Debug)]
+pub struct AppState {
     core: Core,
     data: DataClient,
     cache: DataCache,
@@ -144,9 +128,41 @@ pub struct Shared {
 }
 
 impl AppState {
+    /// The same agent with predictions kept in `store`: tests give two replicas one store, as a Dapr state store
+    /// is shared by every replica of the app id.
+    pub fn with_prediction_store(mut self, store: Backend) -> Self {
+        let predictions = Predictions::new(store, self.predictions.ttl(), self.users.retries());
+        self.predictions = predictions;
+        self
+    }
+
+    /// The model this agent recommends with.
+    pub fn model(&self) -> ModelName {
+        self.model
+    }
+
+    /// How long the data answer is cached, and where user state lives (for the startup log).
+    pub fn describe(&self) -> (Duration, &'static str) {
+        (self.cache.ttl(), self.users.backend().kind())
+    }
+
+    /// The data client.
+    pub fn data(&self) -> &DataClient {
+        &self.data
+    }
+}
+
+impl Agent for AppState {
+    const NAME: &'static str = "recommendation";
+    const ABOUT: &'static str = "The recommendation agent: GET /recommend builds a recommendation on the data agent's answer. \
+        `recommendation eval --help`: compare the models offline.";
+    type Config = Config;
+    type Error = reqwest::Error;
+    type ApiDoc = ApiDoc;
+
     /// Builds the state (including the pooled data client) from settings.
-    pub fn new(config: &Config) -> Result<Self, reqwest::Error> {
-        let core = Core::new(&config.common, config.sidecar_port());
+    fn new(config: &Config) -> Result<Self, reqwest::Error> {
+        let core = Core::new(config);
         let sidecar = core.sidecar().cloned();
         let sidecar_headers = sidecar.as_ref().map(Sidecar::auth_headers).unwrap_or_default();
         let data = DataClient::new(config)?.with_sidecar_headers(sidecar_headers);
@@ -173,7 +189,7 @@ impl AppState {
         let core = core.with_readiness_details(move || {
             serde_json::json!({ "data": reachability.reachability(), "state": state_kind, "events": counts.snapshot() })
         });
-        Ok(Self(Arc::new(Shared {
+        Ok(Self {
             core,
             data,
             cache: DataCache::new(config.data_cache_ttl()),
@@ -185,75 +201,20 @@ impl AppState {
                 config.prediction_cache_ttl(),
                 config.state.state_write_retries,
             ),
-        })))
-    }
-
-    /// The same agent with predictions kept in `store`: tests give two replicas one store, as a Dapr state store
-    /// is shared by every replica of the app id.
-    pub fn with_prediction_store(mut self, store: Backend) -> Self {
-        let predictions = Predictions::new(store, self.predictions.ttl(), self.users.retries());
-        Arc::make_mut(&mut self.0).predictions = predictions;
-        self
-    }
-
-    /// The model this agent recommends with.
-    pub fn model(&self) -> ModelName {
-        self.model
-    }
-
-    /// How long the data answer is cached, and where user state lives (for the startup log).
-    pub fn describe(&self) -> (Duration, &'static str) {
-        (self.cache.ttl(), self.users.backend().kind())
-    }
-
-    /// Readiness of this process (tests use it to observe draining).
-    pub fn health(&self) -> &Health {
-        self.core.health()
-    }
-
-    /// The data client.
-    pub fn data(&self) -> &DataClient {
-        &self.data
-    }
-}
-
-impl Agent for AppState {
-    const NAME: &'static str = "recommendation";
-    const ABOUT: &'static str = "The recommendation agent: GET /recommend builds a recommendation on the data agent's answer. \
-        `recommendation eval --help`: compare the models offline.";
-    type Config = Config;
-
-    fn common(config: &Config) -> &CommonArgs {
-        &config.common
-    }
-
-    fn check(config: &Config) -> Result<(), shared::config::BadSetting> {
-        config.check()
-    }
-
-    fn new(config: &Config) -> Result<Self, BoxError> {
-        Ok(Self::new(config)?)
+        })
     }
 
     fn core(&self) -> &Core {
         &self.core
     }
 
-    fn core_mut(&mut self) -> &mut Core {
-        &mut Arc::make_mut(&mut self.0).core
-    }
-
-    fn routes(&self) -> Router {
+    fn routes(self: &Arc<Self>) -> Router {
         Router::new()
             .route("/recommend", get(recommend))
             .route("/users/{user_id}/preferences", get(users::get_preferences).put(users::put_preferences))
             .route("/dapr/subscribe", get(events::subscribe))
             .route(events::DELIVERY_ROUTE, post(events::data_updated))
             .with_state(self.clone())
-    }
-
-    fn openapi() -> utoipa::openapi::OpenApi {
-        ApiDoc::openapi()
     }
 
     fn started(&self, addr: SocketAddr) {
@@ -298,7 +259,7 @@ pub const DATA_AGE: &str = "x-data-age";
             body = shared::fastapi::errors::ErrorBody),
     ))]
 pub async fn recommend(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     query: QueryParams,
     trace: TraceHeaders,
 ) -> Result<Response, ApiError> {
@@ -397,17 +358,3 @@ fn with_stale_headers(body: Json<RecommendationBody>, stale_age: Option<Duration
         (name = "health", description = "Probes"), (name = "observability", description = "Metrics")),
 )]
 pub struct ApiDoc;
-
-/// All routes with the shared layers; no I/O, so tests can drive it with `oneshot`.
-pub fn router(state: AppState) -> Router {
-    shared::agent::router(&state)
-}
-
-/// Serves until `shutdown` completes, then drains (see [`shared::http::server`]).
-pub async fn run(
-    listener: TcpListener,
-    state: AppState,
-    shutdown: impl Future<Output = ()>,
-) -> io::Result<DrainOutcome> {
-    shared::agent::run(listener, state, shutdown).await
-}

@@ -34,28 +34,23 @@ use utoipa::ToSchema;
 
 use tokio::time::Instant;
 
-/// What a user id must look like (FastAPI: `Path(pattern=...)` / `Query(pattern=...)`).
-pub const USER_ID_PATTERN: &str = "^[A-Za-z0-9._-]{1,64}$";
-
 /// Most entries the in-process store keeps unless configured otherwise (STATE_MEMORY_MAX_ENTRIES).
 pub const MEMORY_MAX_ENTRIES: usize = 10_000;
 
-/// Checks a user id; `source` is `query` or `path`, `name` the parameter's name, for FastAPI's `loc`.
+/// Checks a user id against the rule every id of the data set follows ([`recsys::validate::ID_PATTERN`], so any
+/// user the data agent knows can be named); `source` is `query` or `path`, `name` the parameter's name, for
+/// FastAPI's `loc`.
 pub fn check_user_id(raw: &str, source: &str, name: &str) -> Result<String, ValidationErrorBody> {
-    let valid = (1..=64).contains(&raw.len())
-        && raw.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if valid {
-        return Ok(raw.to_owned());
+    match recsys::validate::id(raw) {
+        Ok(()) => Ok(raw.to_owned()),
+        Err(_) => Err(ValidationErrorBody {
+            detail: vec![ValidationIssue::pattern_mismatch(
+                vec![json!(source), json!(name)],
+                raw,
+                recsys::validate::ID_PATTERN,
+            )],
+        }),
     }
-    Err(ValidationErrorBody {
-        detail: vec![ValidationIssue {
-            kind: "string_pattern_mismatch".to_owned(),
-            loc: vec![json!(source), json!(name)],
-            msg: format!("String should match pattern '{USER_ID_PATTERN}'"),
-            input: Value::String(raw.to_owned()),
-            ctx: Some(json!({"pattern": USER_ID_PATTERN})),
-        }],
-    })
 }
 
 /// A user's preferences; other fields are refused (422 `extra_forbidden`).

@@ -1,6 +1,8 @@
 //! The user routes, `GET` and `PUT /users/{user_id}/preferences`: validation in FastAPI's shapes, the ETag and
 //! `If-Match` headers, and the answers; what is stored and how is [`crate::state`].
 
+use std::sync::Arc;
+
 use axum::{
     Json,
     extract::State,
@@ -75,7 +77,7 @@ impl IntoResponse for UserError {
         (status = 503, description = "The state store is unavailable", body = shared::fastapi::errors::ErrorBody),
     ))]
 pub async fn get_preferences(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     path: LossyPathParams,
 ) -> Result<(HeaderMap, Json<Preferences>), UserError> {
     let user = check_user_id(path.get("user_id").unwrap_or_default(), "path", "user_id")?;
@@ -98,7 +100,7 @@ pub async fn get_preferences(
         shared::fastapi::BodyReadErrors,
     ))]
 pub async fn put_preferences(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     path: LossyPathParams,
     headers: HeaderMap,
     body: Result<JsonBody, BodyRejection>,

@@ -20,9 +20,10 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use recommendation::{AppState, Config, router, state::Backend};
+use recommendation::{AppState, Config, state::Backend};
 use recsys::{Insights, Limits, ModelName, NewInteraction, UserQuery, default_dataset};
 use serde_json::{Value, json};
+use shared::agent::{Agent, router};
 use tower::ServiceExt;
 
 /// The in-test data agent: `/data` and `/insights/users/{user}`, over insights the test can change.
@@ -97,8 +98,8 @@ impl Mesh {
         config
     }
 
-    fn agent(&self, model: ModelName) -> AppState {
-        AppState::new(&self.config(model)).unwrap()
+    fn agent(&self, model: ModelName) -> Arc<AppState> {
+        Arc::new(AppState::new(&self.config(model)).unwrap())
     }
 
     /// An agent caching predictions for `ttl`.
@@ -119,14 +120,14 @@ impl Mesh {
     }
 }
 
-async fn call(agent: &AppState, request: Request<Body>) -> (StatusCode, HeaderMap, Value) {
-    let response = router(agent.clone()).oneshot(request).await.unwrap();
+async fn call(agent: &Arc<AppState>, request: Request<Body>) -> (StatusCode, HeaderMap, Value) {
+    let response = router(agent).oneshot(request).await.unwrap();
     let (status, headers) = (response.status(), response.headers().clone());
     let body = to_bytes(response.into_body(), usize::MAX).await.unwrap();
     (status, headers, serde_json::from_slice(&body).unwrap())
 }
 
-async fn recommend(agent: &AppState, query: &str) -> Value {
+async fn recommend(agent: &Arc<AppState>, query: &str) -> Value {
     let (status, _, body) = call(agent, Request::get(format!("/recommend?{query}")).body(Body::empty()).unwrap()).await;
     assert_eq!(status, StatusCode::OK, "{query}: {body}");
     body
@@ -146,7 +147,7 @@ fn history(user: &str) -> HashSet<String> {
         .collect()
 }
 
-async fn put_preferences(agent: &AppState, user: &str, preferences: Value) {
+async fn put_preferences(agent: &Arc<AppState>, user: &str, preferences: Value) {
     let request = Request::put(format!("/users/{user}/preferences"))
         .header("content-type", "application/json")
         .body(Body::from(preferences.to_string()))
@@ -247,7 +248,7 @@ async fn preferences_change_v1() {
 #[tokio::test]
 async fn a_cached_prediction_hides_changes_until_its_ttl_passes() {
     let mesh = Mesh::start().await;
-    let agent = mesh.caching_agent(ModelName::V1, Duration::from_secs(30));
+    let agent = Arc::new(mesh.caching_agent(ModelName::V1, Duration::from_secs(30)));
     let first = recommend(&agent, "user=u4&limit=5").await;
     assert_eq!(mesh.insights_calls(), 1);
     let top = ids(&first)[0].clone();
@@ -273,8 +274,8 @@ async fn predictions_are_per_model_limit_and_preferences() {
     let mesh = Mesh::start().await;
     let shared = Backend::memory();
     let ttl = Duration::from_secs(300);
-    let v1 = mesh.caching_agent(ModelName::V1, ttl).with_prediction_store(shared.clone());
-    let v2 = mesh.caching_agent(ModelName::V2, ttl).with_prediction_store(shared.clone());
+    let v1 = Arc::new(mesh.caching_agent(ModelName::V1, ttl).with_prediction_store(shared.clone()));
+    let v2 = Arc::new(mesh.caching_agent(ModelName::V2, ttl).with_prediction_store(shared.clone()));
     recommend(&v1, "user=u5&limit=5").await;
     recommend(&v1, "user=u5&limit=5").await;
     assert_eq!(mesh.insights_calls(), 1);
@@ -293,8 +294,8 @@ async fn data_updated_drops_predictions_for_every_replica() {
     // Two replicas of the app id share the state store (Dapr's), and Dapr delivers an event to one of them.
     let shared = Backend::memory();
     let ttl = Duration::from_secs(300);
-    let replica_a = mesh.caching_agent(ModelName::V1, ttl).with_prediction_store(shared.clone());
-    let replica_b = mesh.caching_agent(ModelName::V1, ttl).with_prediction_store(shared.clone());
+    let replica_a = Arc::new(mesh.caching_agent(ModelName::V1, ttl).with_prediction_store(shared.clone()));
+    let replica_b = Arc::new(mesh.caching_agent(ModelName::V1, ttl).with_prediction_store(shared.clone()));
     let first = recommend(&replica_b, "user=u6&limit=5").await;
     let top = ids(&first)[0].clone();
     mesh.interact("u6", &top);
@@ -319,7 +320,7 @@ async fn data_failures_keep_their_fastapi_answers_and_the_stale_fallback() {
     let mesh = Mesh::start().await;
     let mut config = mesh.config(ModelName::V2);
     config.data.data_retries = 0;
-    let agent = AppState::new(&config).unwrap();
+    let agent = Arc::new(AppState::new(&config).unwrap());
     mesh.data.failing.store(true, Ordering::SeqCst);
     let (status, _, body) = call(&agent, Request::get("/recommend?user=u7").body(Body::empty()).unwrap()).await;
     assert_eq!(
@@ -328,7 +329,7 @@ async fn data_failures_keep_their_fastapi_answers_and_the_stale_fallback() {
     );
 
     config.data.stale_cache_ttl = Duration::from_secs(60);
-    let agent = AppState::new(&config).unwrap();
+    let agent = Arc::new(AppState::new(&config).unwrap());
     mesh.data.failing.store(false, Ordering::SeqCst);
     let good = recommend(&agent, "user=u7&limit=5").await;
     mesh.data.failing.store(true, Ordering::SeqCst);
@@ -347,7 +348,7 @@ async fn a_body_that_is_not_user_insights_is_a_bad_gateway() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let agent = AppState::new(&Config::for_tests(format!("http://{addr}").parse().unwrap())).unwrap();
+    let agent = Arc::new(AppState::new(&Config::for_tests(format!("http://{addr}").parse().unwrap())).unwrap());
     let (status, _, body) = call(&agent, Request::get("/recommend?user=u1").body(Body::empty()).unwrap()).await;
     assert_eq!(
         (status, body["detail"].clone()),
@@ -364,7 +365,7 @@ async fn breaker_opens_on_insights_body(body: &'static str) -> bool {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     let config = Config::for_tests(format!("http://{addr}").parse().unwrap());
-    let agent = AppState::new(&config).unwrap();
+    let agent = Arc::new(AppState::new(&config).unwrap());
     for _ in 0..config.data.data_breaker_threshold {
         let answer = agent.data().user_insights("u1", 10, &[], 10, &shared::obs::TraceHeaders::default()).await;
         assert!(matches!(answer, Err(recommendation::DataError::DataBadBody(_))), "{answer:?}");

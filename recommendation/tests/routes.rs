@@ -1,18 +1,21 @@
 //! Route tests for the recommendation agent that need no data agent, driven in-process with `oneshot`.
 
+use std::sync::Arc;
+
 use axum::{
     Router,
     body::{Body, to_bytes},
     http::{Method, Request, StatusCode},
 };
-use recommendation::{AppState, Config, router};
+use recommendation::{AppState, Config};
 use serde_json::{Value, json};
+use shared::agent::{Agent, router};
 use tower::ServiceExt;
 
 fn app() -> Router {
     // Nothing listens on port 9 (discard) on loopback; these tests never reach the data call.
     let config = Config::for_tests("http://127.0.0.1:9".parse().unwrap());
-    router(AppState::new(&config).unwrap())
+    router(&Arc::new(AppState::new(&config).unwrap()))
 }
 
 async fn get(uri: &str) -> (StatusCode, Value) {

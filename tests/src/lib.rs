@@ -5,7 +5,6 @@ pub mod dapr;
 pub mod otlp;
 
 use std::{
-    future::Future,
     io::{BufRead, BufReader},
     net::SocketAddr,
     path::{Path, PathBuf},
@@ -18,8 +17,8 @@ use std::{
     time::Duration,
 };
 
-use axum::Router;
-use shared::http::DrainOutcome;
+use axum::{Router, http::HeaderMap, routing::get};
+use shared::{agent::Agent, http::DrainOutcome};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpListener,
@@ -72,14 +71,14 @@ impl RunningAgent {
     }
 }
 
-async fn spawn_with<F, Fut>(listener: TcpListener, health: shared::http::health::Health, run: F) -> RunningAgent
-where
-    F: FnOnce(TcpListener, oneshot::Receiver<()>) -> Fut,
-    Fut: Future<Output = std::io::Result<DrainOutcome>> + Send + 'static,
-{
+/// Serves `agent` on `listener` until [`RunningAgent::stop`] (or [`RunningAgent::begin_shutdown`]).
+pub fn spawn_agent_on<A: Agent>(listener: TcpListener, agent: A) -> RunningAgent {
     let addr = listener.local_addr().expect("bound listener has an address");
-    let (stop, stopped) = oneshot::channel();
-    let task = tokio::spawn(run(listener, stopped));
+    let health = agent.core().health().clone();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(shared::agent::run(listener, Arc::new(agent), async move {
+        let _ = stopped.await;
+    }));
     RunningAgent { addr, health, stop: Some(stop), task }
 }
 
@@ -90,15 +89,7 @@ pub async fn bind(addr: Option<SocketAddr>) -> TcpListener {
 
 /// Serves a data agent on `listener`.
 pub async fn spawn_data_on(listener: TcpListener, config: data::Config) -> RunningAgent {
-    let state = data::AppState::new(&config).expect("the data set loads");
-    let health = state.health().clone();
-    spawn_with(listener, health, move |l, stopped| async move {
-        data::run(l, state, async move {
-            let _ = stopped.await;
-        })
-        .await
-    })
-    .await
+    spawn_agent_on(listener, data::AppState::new(&config).expect("the data set loads"))
 }
 
 /// Serves a data agent on a fresh loopback port.
@@ -117,29 +108,24 @@ pub async fn spawn_faulty_data(faults: data::config::FaultArgs) -> (RunningAgent
 pub async fn spawn_counted_data(config: data::Config) -> (RunningAgent, Arc<data::Faults>) {
     let state = data::AppState::new(&config).expect("the data set loads");
     let seen = state.faults().clone();
-    let health = state.health().clone();
-    let agent = spawn_with(bind(None).await, health, move |l, stopped| async move {
-        data::run(l, state, async move {
-            let _ = stopped.await;
-        })
-        .await
-    })
-    .await;
-    (agent, seen)
+    (spawn_agent_on(bind(None).await, state), seen)
 }
 
 /// Serves a recommendation agent with `config` on a fresh loopback port.
 pub async fn spawn_recommendation(config: recommendation::Config) -> RunningAgent {
-    let state = recommendation::AppState::new(&config).expect("data client builds");
-    let health = state.health().clone();
-    spawn_with(bind(None).await, health, move |l, stopped| async move {
-        recommendation::run(l, state, async move {
-            let _ = stopped.await;
-        })
-        .await
-    })
-    .await
+    spawn_agent_on(bind(None).await, recommendation::AppState::new(&config).expect("data client builds"))
 }
+
+/// One B3 trace context in both its forms, the `x-b3-*` headers and the single `b3` header, as Zipkin-instrumented
+/// callers and Istio's proxies send it: the agents must pass every one on to data unchanged.
+pub const B3_CONTEXT: [(&str, &str); 6] = [
+    ("x-b3-traceid", "80f198ee56343ba864fe8b2a57d3eff7"),
+    ("x-b3-spanid", "e457b5a2e4d86bd1"),
+    ("x-b3-parentspanid", "05e3ac9a4f6e3b90"),
+    ("x-b3-sampled", "1"),
+    ("x-b3-flags", "1"),
+    ("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90"),
+];
 
 /// A stand-in upstream (a misbehaving data agent, a fake sidecar) served on loopback until dropped.
 pub struct StandIn {
@@ -157,6 +143,23 @@ impl StandIn {
             let _ = axum::serve(listener, router).await;
         });
         Self { addr, task }
+    }
+
+    /// A data agent stand-in that answers `GET /data` with the original contract and hands the headers of every
+    /// request to the test, in the order they arrive.
+    pub async fn recording_data() -> (Self, tokio::sync::mpsc::UnboundedReceiver<HeaderMap>) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let router = Router::new().route(
+            "/data",
+            get(move |headers: HeaderMap| {
+                let tx = tx.clone();
+                async move {
+                    tx.send(headers).expect("the test holds the receiver");
+                    axum::Json(serde_json::json!({"processed_data": "some_insights"}))
+                }
+            }),
+        );
+        (Self::serve(router).await, rx)
     }
 
     /// Base URL of the stand-in.

@@ -3,7 +3,9 @@
 
 use std::{process::Command, time::Duration};
 
-use agent_tests::{AgentProcess, binary, client};
+use agent_tests::{AgentProcess, StandIn, binary, client};
+use axum::{Json, Router, http::StatusCode, routing::get};
+use serde_json::json;
 
 #[tokio::test]
 async fn both_binaries_serve_and_exit_0_on_sigterm_within_the_drain_bound() {
@@ -229,5 +231,34 @@ fn sigterm_while_waiting_for_the_sidecar_exits_0_at_once() {
         let status = child.wait().unwrap();
         assert_eq!(status.code(), Some(0), "{bin}");
         assert!(started.elapsed() < Duration::from_secs(3), "{bin} took {:?}", started.elapsed());
+    }
+}
+
+// Multi-threaded: starting an agent blocks this thread until it listens, while the stand-in sidecar must answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_app_token_read_from_the_secret_store_at_startup_guards_the_app_routes() {
+    // A sidecar that is ready at once and holds the app token in its secret store.
+    let sidecar =
+        StandIn::serve(Router::new().route("/v1.0/healthz/outbound", get(|| async { StatusCode::NO_CONTENT })).route(
+            "/v1.0/secrets/secretstore/app-token",
+            get(|| async { Json(json!({"app-token": "from-the-store"})) }),
+        ))
+        .await;
+    let port = sidecar.addr.port().to_string();
+    for (bin, route) in [("data", "/data"), ("recommendation", "/recommend")] {
+        let agent = AgentProcess::start(bin, &[("DAPR_HTTP_PORT", &port), ("APP_API_TOKEN_SECRET", "app-token")]);
+        let get = |path: &str, token: Option<&str>| {
+            let request = client().get(format!("http://{}{path}", agent.addr));
+            let request = match token {
+                Some(token) => request.header("dapr-api-token", token),
+                None => request,
+            };
+            async move { request.send().await.unwrap().status() }
+        };
+        assert_eq!(get(route, None).await, StatusCode::UNAUTHORIZED, "{bin}: {route} without a token");
+        assert_eq!(get(route, Some("guess")).await, StatusCode::FORBIDDEN, "{bin}: {route} with a wrong token");
+        let with_token = get(route, Some("from-the-store")).await;
+        assert!(![StatusCode::UNAUTHORIZED, StatusCode::FORBIDDEN].contains(&with_token), "{bin}: {with_token}");
+        assert_eq!(get("/healthz", None).await, StatusCode::OK, "{bin}: the probes carry no token");
     }
 }

@@ -5,13 +5,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use agent_tests::{StandIn, bind, client, spawn_data, spawn_data_on, spawn_recommendation};
-use axum::{
-    Router,
-    extract::Path,
-    http::{HeaderMap, StatusCode},
-    routing::get,
-};
+use agent_tests::{B3_CONTEXT, StandIn, bind, client, spawn_data, spawn_data_on, spawn_recommendation};
+use axum::{Router, extract::Path, http::StatusCode, routing::get};
 use recommendation::config::{Config, DataModeSetting};
 use serde_json::{Value, json};
 use shared::http::DrainOutcome;
@@ -173,41 +168,27 @@ async fn data_json_is_passed_through_with_key_order_kept() {
 
 #[tokio::test]
 async fn trace_headers_reach_data_and_a_request_id_is_generated_when_absent() {
-    let (tx, mut rx) = mpsc::unbounded_channel::<HeaderMap>();
-    let recorder = Router::new().route(
-        "/data",
-        get(move |headers: HeaderMap| {
-            let tx = tx.clone();
-            async move {
-                tx.send(headers).unwrap();
-                axum::Json(json!({"processed_data": "some_insights"}))
-            }
-        }),
-    );
-    let upstream = StandIn::serve(recorder).await;
+    let (upstream, mut rx) = StandIn::recording_data().await;
     let reco = spawn_recommendation(direct_to(upstream.base_url())).await;
-    let traced = [
+    let traced: Vec<_> = [
         ("x-request-id", "req-42"),
         ("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
         ("tracestate", "vendor=opaque"),
         ("baggage", "user=alice"),
-        ("x-b3-traceid", "80f198ee56343ba864fe8b2a57d3eff7"),
-        ("x-b3-spanid", "e457b5a2e4d86bd1"),
-        ("x-b3-parentspanid", "05e3ac9a4f6e3b90"),
-        ("x-b3-sampled", "1"),
-        ("x-b3-flags", "1"),
-        ("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90"),
         ("x-ot-span-context", "80f198ee56343ba8;e457b5a2e4d86bd1;05e3ac9a4f6e3b90;cs"),
-    ];
+    ]
+    .into_iter()
+    .chain(B3_CONTEXT)
+    .collect();
     let mut request = client().get(reco.url("/recommend")).header("authorization", "Bearer not-for-data");
-    for (name, value) in traced {
+    for &(name, value) in &traced {
         request = request.header(name, value);
     }
     let response = request.send().await.unwrap();
     assert_eq!(response.headers()["x-request-id"], "req-42");
 
     let received = rx.recv().await.unwrap();
-    for (name, value) in traced {
+    for &(name, value) in &traced {
         assert_eq!(received.get(name).map(|v| v.to_str().unwrap()), Some(value), "{name} not propagated");
     }
     assert!(received.get("authorization").is_none(), "credentials must not be forwarded");

@@ -4,12 +4,10 @@
 use std::time::Duration;
 
 use agent_tests::{
-    AgentProcess, StandIn, client,
+    AgentProcess, B3_CONTEXT, StandIn, client,
     otlp::{ExportedSpan, OtlpReceiver, SpanKind},
 };
-use axum::{Router, http::HeaderMap, routing::get};
-use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use serde_json::Value;
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN_ID: &str = "00f067aa0ba902b7";
@@ -125,46 +123,22 @@ async fn one_trace_spans_the_caller_both_agents_and_their_log_lines() {
     assert_eq!(reco_line["request_id"], "otel-req-1");
 }
 
-/// A data stand-in that hands every request's headers to the test.
-async fn recording_data() -> (StandIn, mpsc::UnboundedReceiver<HeaderMap>) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let router = Router::new().route(
-        "/data",
-        get(move |headers: HeaderMap| {
-            let tx = tx.clone();
-            async move {
-                tx.send(headers).unwrap();
-                axum::Json(json!({"processed_data": "some_insights"}))
-            }
-        }),
-    );
-    (StandIn::serve(router).await, rx)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_otel_data_gets_the_client_span_as_parent_and_every_other_trace_header_unchanged() {
     let mut receiver = OtlpReceiver::start().await;
-    let (data, mut seen) = recording_data().await;
+    let (data, mut seen) = StandIn::recording_data().await;
     let (endpoint, data_url) = (receiver.endpoint(), data.base_url().to_string());
     let mut reco = AgentProcess::start(
         "recommendation",
         &[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint), ("OTEL_BSP_SCHEDULE_DELAY", "600000"), ("DATA_URL", &data_url)],
     );
-    let passed_through = [
-        ("x-request-id", "req-b3"),
-        ("baggage", "user=alice"),
-        ("x-b3-traceid", "80f198ee56343ba864fe8b2a57d3eff7"),
-        ("x-b3-spanid", "e457b5a2e4d86bd1"),
-        ("x-b3-parentspanid", "05e3ac9a4f6e3b90"),
-        ("x-b3-sampled", "1"),
-        ("x-b3-flags", "1"),
-        ("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90"),
-    ];
+    let passed_through: Vec<_> =
+        [("x-request-id", "req-b3"), ("baggage", "user=alice")].into_iter().chain(B3_CONTEXT).collect();
     let mut request = client()
         .get(format!("http://{}/recommend", reco.addr))
         .header("traceparent", traceparent())
         .header("tracestate", "vendor=opaque");
-    for (name, value) in passed_through {
+    for &(name, value) in &passed_through {
         request = request.header(name, value);
     }
     assert_eq!(request.send().await.unwrap().status(), 200);
@@ -179,7 +153,7 @@ async fn with_otel_data_gets_the_client_span_as_parent_and_every_other_trace_hea
         "data must see the client span as its parent"
     );
     assert_eq!(received["tracestate"], "vendor=opaque");
-    for (name, value) in passed_through {
+    for &(name, value) in &passed_through {
         assert_eq!(received.get(name).map(|v| v.to_str().unwrap()), Some(value), "{name} changed or dropped");
     }
 }

@@ -1,11 +1,20 @@
 //! One agent process, from the command line to the exit status. Both agent binaries are this module with their own
-//! routes and state: each implements [`Agent`], and its `main` is `shared::agent::main::<AppState>()`.
+//! routes and state: each implements [`Agent`], its settings implement [`AgentConfig`], and its `main` is
+//! `shared::agent::main::<AppState>()`.
 //!
 //! What [`main`] does, in order: parse the settings (a bad one: one line naming it, exit 2); install the SIGTERM and
 //! SIGINT handlers; start telemetry; build the agent's state; with a Dapr sidecar, wait for it (bounded) and read
 //! the app token from its secret store when so configured; bind the listeners (the service port, and
 //! `METRICS_PORT` when set); serve the agent's [`router`] until a signal, then drain (see [`crate::http::server`]);
 //! flush telemetry; exit 0, or 1 when the drain was cut short.
+//!
+//! An agent says only what is its own. Its settings say where the [`CommonArgs`] are among them, which settings
+//! only make sense together, and where its sidecar listens ([`AgentConfig`]); its state says how it is built, where
+//! its [`Core`] is, its OpenAPI description, its routes and its startup line ([`Agent`]). Everything else is here,
+//! once: the `Arc` the state is shared in (see [`Agent`]), the [`Core`] built from the settings ([`Core::new`]),
+//! and the one thing about the core known only after the state is built, the app token read from the secret store,
+//! which is put in effect through `&Core` (fixed before any router is built), so no agent hands out its core
+//! mutably.
 
 mod healthcheck;
 mod openapi;
@@ -13,13 +22,18 @@ mod router;
 mod runtime;
 mod shutdown;
 
-use std::{future::Future, io, net::SocketAddr, process::ExitCode, sync::Arc};
+use std::{
+    future::Future,
+    io,
+    net::SocketAddr,
+    process::ExitCode,
+    sync::{Arc, OnceLock},
+};
 
 use axum::{BoxError, Router};
 use clap::{Args, CommandFactory, Parser};
 use serde_json::Value;
 use tokio::net::TcpListener;
-use utoipa::openapi::OpenApi;
 
 pub use router::router;
 
@@ -74,6 +88,24 @@ struct Cli<C: Args> {
     config: C,
 }
 
+/// The settings of an agent: [`CommonArgs`] and its own.
+pub trait AgentConfig: Args + Send + 'static {
+    /// The settings every agent has.
+    fn common(&self) -> &CommonArgs;
+
+    /// Checks the settings that only make sense together, before anything starts; the error names the setting to
+    /// fix and why.
+    fn check(&self) -> Result<(), BadSetting> {
+        Ok(())
+    }
+
+    /// HTTP port of the local Dapr sidecar, if the agent has one: DAPR_HTTP_PORT, unless the agent's own settings
+    /// imply a sidecar too.
+    fn sidecar_port(&self) -> Option<u16> {
+        self.common().dapr.dapr_http_port
+    }
+}
+
 /// What every agent process has besides its own state: readiness, the serving and admission settings, the Dapr
 /// sidecar when there is one, and the token calls must carry.
 #[derive(Debug, Clone)]
@@ -82,18 +114,25 @@ pub struct Core {
     serve: ServeOptions,
     limits: Limits,
     sidecar: Option<Sidecar>,
-    app_api_token: Option<Arc<str>>,
+    /// APP_API_TOKEN, or the one read from the secret store at startup; unset: calls are not checked. Set at most
+    /// once, before the router is built: the token in effect never changes while serving.
+    app_api_token: OnceLock<Arc<str>>,
 }
 
 impl Core {
-    /// The core of an agent with these settings, with a client for the sidecar on `sidecar_port` if there is one.
-    pub fn new(common: &CommonArgs, sidecar_port: Option<u16>) -> Self {
+    /// The core of an agent with these settings, with a client for its sidecar if it has one.
+    pub fn new(config: &impl AgentConfig) -> Self {
+        let common = config.common();
         Self {
             health: Health::new(),
             serve: ServeOptions::from(&common.server),
             limits: Limits::from(&common.server),
-            sidecar: sidecar_port.map(|port| common.dapr.sidecar(port)),
-            app_api_token: common.dapr.app_api_token().map(Arc::from),
+            sidecar: config.sidecar_port().map(|port| common.dapr.sidecar(port)),
+            app_api_token: common
+                .dapr
+                .app_api_token()
+                .map(|token| OnceLock::from(Arc::from(token)))
+                .unwrap_or_default(),
         }
     }
 
@@ -112,40 +151,45 @@ impl Core {
     pub fn sidecar(&self) -> Option<&Sidecar> {
         self.sidecar.as_ref()
     }
+
+    /// The token every call to the agent's own routes must carry, if any.
+    fn app_api_token(&self) -> Option<&str> {
+        self.app_api_token.get().map(|token| &**token)
+    }
+
+    /// Puts the token the startup work returned in effect. It is APP_API_TOKEN when that is set, already in effect
+    /// since [`Core::new`]; otherwise the secret store's, which only the sidecar can give.
+    fn put_app_api_token_in_effect(&self, token: String) {
+        self.app_api_token.get_or_init(|| Arc::from(token));
+    }
 }
 
-/// An agent: its settings, its state and its routes. The probes, `/metrics`, the API docs, the layers and the
-/// serving are the same for every agent and come from this module.
-pub trait Agent: Clone + Send + Sync + 'static {
+/// An agent: its state and its routes. The probes, `/metrics`, the API docs, the layers and the serving are the
+/// same for every agent and come from this module.
+///
+/// This module keeps the state in one `Arc`, and the agent's handlers take `State<Arc<Self>>`: axum clones the
+/// state several times per request (the router's services, the `State` extractor), and a deep clone of an agent's
+/// clients, stores and headers cost more than a whole `GET /data` handler (`bench/callgrind.sh`).
+pub trait Agent: Send + Sync + Sized + 'static {
     /// The agent's name: the binary, the `agent` label of `agent_build_info`, the default `service.name`.
     const NAME: &'static str;
     /// One line for `--help`.
     const ABOUT: &'static str;
     /// Every setting of the agent: [`CommonArgs`] and its own.
-    type Config: Args + Send + 'static;
+    type Config: AgentConfig;
+    /// Why the state could not be built.
+    type Error: std::error::Error + Send + Sync + 'static;
+    /// The OpenAPI description served at `/openapi.json`.
+    type ApiDoc: utoipa::OpenApi;
 
-    /// The settings every agent has, within [`Agent::Config`].
-    fn common(config: &Self::Config) -> &CommonArgs;
-
-    /// Checks the settings that only make sense together, before anything starts.
-    fn check(_config: &Self::Config) -> Result<(), BadSetting> {
-        Ok(())
-    }
-
-    /// Builds the state from settings: clients and stores, no network I/O.
-    fn new(config: &Self::Config) -> Result<Self, BoxError>;
+    /// Builds the state from settings, its [`Core`] included ([`Core::new`]): clients and stores, no network I/O.
+    fn new(config: &Self::Config) -> Result<Self, Self::Error>;
 
     /// The part every agent has.
     fn core(&self) -> &Core;
 
-    /// The same, to set the app token read at startup.
-    fn core_mut(&mut self) -> &mut Core;
-
     /// The agent's own routes, with their state: what the app token, load shedding and the body bounds apply to.
-    fn routes(&self) -> Router;
-
-    /// The OpenAPI description served at `/openapi.json`.
-    fn openapi() -> OpenApi;
+    fn routes(self: &Arc<Self>) -> Router;
 
     /// Logs the startup line, once listening on `addr`; its message ends in `listening`.
     fn started(&self, addr: SocketAddr);
@@ -155,14 +199,14 @@ pub trait Agent: Clone + Send + Sync + 'static {
 pub fn main<A: Agent>() -> ExitCode {
     let command = Cli::<A::Config>::command().name(A::NAME).about(A::ABOUT);
     let Cli { command, config } = config::parse_or_exit::<Cli<A::Config>>(command);
-    if let Err(bad) = A::check(&config) {
+    if let Err(bad) = config.check() {
         config::exit_bad_setting(&bad);
     }
     runtime::block_on(A::NAME, process::<A>(command, config))
 }
 
 async fn process<A: Agent>(command: Option<Subcommand>, config: A::Config) -> Result<ExitCode, BoxError> {
-    let common = A::common(&config);
+    let common = config.common();
     match command {
         Some(Subcommand::Healthcheck) => return Ok(healthcheck::run(&common.server).await),
         Some(Subcommand::Openapi) => return openapi::print::<A>(&config).await,
@@ -170,10 +214,12 @@ async fn process<A: Agent>(command: Option<Subcommand>, config: A::Config) -> Re
     }
     let mut shutdown = Box::pin(shutdown::listen()?);
     let telemetry = obs::init(&common.telemetry, A::NAME)?;
-    let mut agent = A::new(&config)?;
-    if let Some(sidecar) = agent.core().sidecar().cloned() {
-        match common.dapr.start_with_sidecar_or(&sidecar, &mut shutdown).await? {
-            Some(token) => agent.core_mut().app_api_token = token.map(Arc::from),
+    let agent = Arc::new(A::new(&config)?);
+    let core = agent.core();
+    if let Some(sidecar) = core.sidecar() {
+        match common.dapr.start_with_sidecar_or(sidecar, &mut shutdown).await? {
+            Some(Some(token)) => core.put_app_api_token_in_effect(token),
+            Some(None) => {}
             None => return Ok(ExitCode::SUCCESS),
         }
     }
@@ -190,7 +236,7 @@ async fn process<A: Agent>(command: Option<Subcommand>, config: A::Config) -> Re
 /// Serves `agent` on `listener` until `shutdown` completes, then drains (see [`crate::http::server`]).
 pub async fn run<A: Agent>(
     listener: TcpListener,
-    agent: A,
+    agent: Arc<A>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<DrainOutcome> {
     let (health, options) = (agent.core().health.clone(), agent.core().serve);

@@ -6,6 +6,7 @@
 use std::{
     io::{self, Write},
     process::ExitCode,
+    sync::Arc,
 };
 
 use axum::{
@@ -22,7 +23,7 @@ const MAX_DOCUMENT_BYTES: usize = 4 * 1024 * 1024;
 
 /// Writes `GET /openapi.json` of an agent built from `config` to stdout.
 pub(crate) async fn print<A: Agent>(config: &A::Config) -> Result<ExitCode, BoxError> {
-    let agent = A::new(config)?;
+    let agent = Arc::new(A::new(config)?);
     let request = Request::get("/openapi.json").body(Body::empty())?;
     let response = match router(&agent).oneshot(request).await {
         Ok(response) => response,

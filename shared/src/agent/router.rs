@@ -13,8 +13,11 @@
 //! Layers are applied per router rather than around the whole service because they need the matched route, which
 //! exists only once the router has matched.
 
+use std::sync::Arc;
+
 use axum::{Router, handler::Handler};
 use tower::ServiceBuilder;
+use utoipa::OpenApi;
 
 use super::Agent;
 use crate::{
@@ -25,9 +28,9 @@ use crate::{
 };
 
 /// All routes of `agent` with their layers; no I/O, so tests can drive it with `oneshot`.
-pub fn router<A: Agent>(agent: &A) -> Router {
+pub fn router<A: Agent>(agent: &Arc<A>) -> Router {
     let core = agent.core();
-    let app = dapr::require_app_token(agent.routes(), core.app_api_token.as_deref());
+    let app = dapr::require_app_token(agent.routes(), core.app_api_token());
     // Outermost first on each request: observe, body bounds, shedding, token, handler. A body declared too large is
     // refused before it takes an in-flight slot; a shed request is still logged with its id. One `layer` call for
     // the three: each call boxes every route once more, and every request clones and moves through each box.
@@ -39,7 +42,7 @@ pub fn router<A: Agent>(agent: &A) -> Router {
     );
     let ops = http::health::routes(core.health.clone())
         .merge(obs::metrics::routes())
-        .merge(http::docs::routes(A::openapi()))
+        .merge(http::docs::routes(A::ApiDoc::openapi()))
         .layer(ObserveLayer::quiet());
     app.merge(ops)
         .fallback(not_found.layer(ObserveLayer::new()))

@@ -12,7 +12,7 @@ use axum::{
 use subtle::{Choice, ConstantTimeEq};
 
 use super::API_TOKEN_HEADER;
-use crate::fastapi::{Failure, json_error};
+use crate::fastapi::{Failure, errors::ErrorBody, json_error};
 
 /// Requires `dapr-api-token: <token>` on every route of `router` (the agent's app routes: probes, metrics and docs
 /// are routes of their own, outside it); with no token, returns the router unchanged. Missing token: 401
@@ -25,6 +25,18 @@ pub fn require_app_token(router: Router, token: Option<&str>) -> Router {
         let token = token.clone();
         async move { check_app_token(&token, req, next).await }
     }))
+}
+
+/// The answers [`require_app_token`] adds to a route, for its OpenAPI description: `responses(...,
+/// AppTokenErrors)` in `#[utoipa::path]`. Each variant's doc comment is its description in the document.
+#[derive(Debug, utoipa::IntoResponses)]
+pub enum AppTokenErrors {
+    /// APP_API_TOKEN is set and the call has no dapr-api-token
+    #[response(status = 401)]
+    Missing(ErrorBody),
+    /// The dapr-api-token is wrong
+    #[response(status = 403)]
+    Wrong(ErrorBody),
 }
 
 async fn check_app_token(token: &[u8], req: Request, next: Next) -> Response {

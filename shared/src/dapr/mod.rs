@@ -13,7 +13,7 @@ mod client;
 use axum::http::HeaderName;
 
 pub use args::{DEFAULT_HTTP_PORT, DaprArgs, SIDECAR_TIMEOUT, parse_name, parse_required_token, parse_token};
-pub use auth::require_app_token;
+pub use auth::{AppTokenErrors, require_app_token};
 pub use client::{Sidecar, SidecarError, StateItem};
 
 /// Header carrying either token (Dapr uses the same name in both directions).

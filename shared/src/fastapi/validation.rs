@@ -35,6 +35,19 @@ pub struct ValidationIssue {
     pub ctx: Option<Value>,
 }
 
+impl ValidationIssue {
+    /// pydantic's `string_pattern_mismatch`: the string `input` at `loc` does not match `pattern`.
+    pub fn pattern_mismatch(loc: Vec<Value>, input: impl Into<Value>, pattern: &str) -> Self {
+        Self {
+            kind: "string_pattern_mismatch".to_owned(),
+            loc,
+            msg: format!("String should match pattern '{pattern}'"),
+            input: input.into(),
+            ctx: Some(json!({ "pattern": pattern })),
+        }
+    }
+}
+
 /// A 422 answer listing every problem found in the request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[schema(example = json!({"detail": [{"type": "int_parsing", "loc": ["query", "limit"],
