@@ -38,6 +38,9 @@ pub use faults::Faults;
 use insights::InsightsStore;
 use publish::{DataUpdated, EventOutcome, Publisher};
 use recsys::LoadError;
+/// The agent's routes with every layer (`router(&Arc::new(state))`, no I/O: tests drive it with `oneshot`) and
+/// its serving loop: the same for both agents, so they come from [`shared::agent`].
+pub use shared::agent::{router, run};
 use store::{DataStore, Snapshot};
 
 /// Longest `processed_data` accepted by `PUT /data`, in characters.

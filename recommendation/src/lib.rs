@@ -46,6 +46,9 @@ pub use error::{ApiError, DataError};
 use events::{EventCounts, Events, Subscription};
 use predictions::Predictions;
 use recsys::{ModelName, Recommendation};
+/// The agent's routes with every layer (`router(&Arc::new(state))`, no I/O: tests drive it with `oneshot`) and
+/// its serving loop: the same for both agents, so they come from [`shared::agent`].
+pub use shared::agent::{router, run};
 use state::{Backend, Preferences, UserState};
 
 /// Accepted values of `limit` (FastAPI: `Query(ge=1, le=100)`).
