@@ -82,10 +82,12 @@ COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler container
 # Kernel settings the kubelet sets for itself (pkg/kubelet/cm setupKernelTunables): global, not per namespace.
 KUBELET_SYSCTLS=(vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops kernel.keys.root_maxkeys
   kernel.keys.root_maxbytes)
-# Host paths the node's programs create when they are missing (kubelet: /var/log/containers; containerd's shims:
-# /run/containerd/s; libcni's result cache: /var/lib/cni; iptables: /run/xtables.lock).
+# Host paths the node's programs create when they are missing, whatever their configured directories (kubelet:
+# /var/log/containers, and /var/lib/kubelet/device-plugins, its device manager's socket directory, a constant in
+# k8s.io/kubelet's deviceplugin API; containerd's shims: /run/containerd/s, a constant in containerd 1.6's
+# runtime/v2/shim; libcni's result cache: /var/lib/cni; iptables: /run/xtables.lock).
 # And the state directory's parent, when up had to create it.
-HOST_PATHS=(/var/log/containers /run/containerd /var/lib/cni /run/xtables.lock "$(dirname "$DIR")")
+HOST_PATHS=(/var/log/containers /var/lib/kubelet /run/containerd /var/lib/cni /run/xtables.lock "$(dirname "$DIR")")
 
 log() { echo "cluster: $*" >&2; }
 die() { log "$*"; exit 1; }
@@ -220,10 +222,17 @@ other_clusters() {
 # this cluster's pod logs and libcni's cached results of its pods (pod network and loopback; each names its network
 # namespace, which lived under $DIR).
 forget_cluster() {
-  local file
+  local file listening
   find /var/log/containers -maxdepth 1 -type l -lname "$DIR/*" -delete 2>/dev/null || true
   for file in /var/lib/cni/results/*; do
     if [ -f "$file" ] && grep -qF "$DIR/" "$file"; then rm -f "$file"; fi
+  done
+  # The sockets of the shims killed above: containerd 1.6 puts them under /run/containerd/s whatever its state
+  # directory, and a killed shim cannot remove its own. A socket nobody listens on is dead, whoever made it; live
+  # ones (another cluster's shims) stay.
+  listening=$(ss -xlnH 2>/dev/null | awk '{ print $5 }')
+  for file in /run/containerd/s/*; do
+    if [ -S "$file" ] && ! grep -qxF "$file" <<<"$listening"; then rm -f "$file"; fi
   done
 }
 
@@ -242,7 +251,13 @@ restore_host() {
     grep -qx "existed $path" <<<"$before" && continue
     case $path in
       /run/xtables.lock) rm -f "$path" ;;
-      *) if [ -d "$path" ]; then find "$path" -depth -type d -empty -delete 2>/dev/null || true; fi ;;
+      *)
+        # The kubelet's device manager leaves its socket and checkpoint behind; no kubelet runs any more.
+        if [ "$path" = /var/lib/kubelet ]; then
+          rm -f "$path/device-plugins/kubelet.sock" "$path/device-plugins/kubelet_internal_checkpoint"
+        fi
+        if [ -d "$path" ]; then find "$path" -depth -type d -empty -delete 2>/dev/null || true; fi
+        ;;
     esac
   done
 }
@@ -402,6 +417,8 @@ state = "$DIR/containerd/state"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         BinaryName = "$(command -v runc)"
         SystemdCgroup = false
+        # runc's own state (default /run/containerd/runc) with the rest of the cluster's.
+        Root = "$DIR/containerd/runc"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "$CNI_BIN"
     conf_dir = "$DIR/cni/net.d"

@@ -5,6 +5,16 @@
 #
 # Needs: the caller's `note` function (without_other_clusters reports what it left out of the comparison).
 
+# host_prerequisites ROOT: sets up, before the snapshot, what `scripts/cluster.sh up` would otherwise install on
+# its first use: the container engine (on a new machine the podman package brings
+# /etc/cni/net.d/87-podman-bridge.conflist). What an installation puts on the machine is not what a cluster left, and
+# the first run on a new machine would otherwise report it as such.
+host_prerequisites() {
+  # shellcheck source=scripts/lib/container-engine.sh
+  . "$1/scripts/lib/container-engine.sh"
+  engine_setup "$1"
+}
+
 # What a cluster could leave on this machine, for the before/after comparison of `down`. podman's own networks
 # (netavark, other checks' containers) are not the cluster's and are left out. (A filter that leaves nothing is not
 # an error, hence no pipefail here.)
