@@ -195,7 +195,7 @@ record_host() {
     local key path before
     before=$(
       for key in "${KUBELET_SYSCTLS[@]}"; do echo "sysctl $key $(sysctl -n "$key")"; done
-      for path in "${HOST_PATHS[@]}"; do if [ -e "$path" ]; then echo "existed $path"; fi; done
+      for path in "${HOST_PATHS[@]}"; do if [ -e "$path" ]; then echo "existed $path"; else echo "absent $path"; fi; done
     )
     mkdir -p "$(dirname "$HOST_RECORD")"
     echo "$before" >"$HOST_RECORD.tmp"
@@ -222,17 +222,26 @@ other_clusters() {
 # this cluster's pod logs and libcni's cached results of its pods (pod network and loopback; each names its network
 # namespace, which lived under $DIR).
 forget_cluster() {
-  local file listening
+  local file
   find /var/log/containers -maxdepth 1 -type l -lname "$DIR/*" -delete 2>/dev/null || true
   for file in /var/lib/cni/results/*; do
     if [ -f "$file" ] && grep -qF "$DIR/" "$file"; then rm -f "$file"; fi
   done
-  # The sockets of the shims killed above: containerd 1.6 puts them under /run/containerd/s whatever its state
-  # directory, and a killed shim cannot remove its own. A socket nobody listens on is dead, whoever made it; live
-  # ones (another cluster's shims) stay.
-  listening=$(ss -xlnH 2>/dev/null | awk '{ print $5 }')
-  for file in /run/containerd/s/*; do
-    if [ -S "$file" ] && ! grep -qxF "$file" <<<"$listening"; then rm -f "$file"; fi
+}
+
+# remove_dead_shim_sockets: the sockets of the shims down killed. containerd 1.6 puts them under /run/containerd/s
+# whatever its state directory, and a killed shim cannot remove its own. Called only once no cluster runs: shims
+# live in their node's network namespace, where the host's `ss` cannot see their listeners. A socket nobody on the
+# host listens on is then dead, whoever made it (a host containerd's live shims listen in the host's namespace).
+remove_dead_shim_sockets() {
+  local sockets=() listening file
+  for file in /run/containerd/s/*; do [ -S "$file" ] && sockets+=("$file"); done
+  [ "${#sockets[@]}" -gt 0 ] || return 0
+  # The sockets are listed before the listeners, so one made in between is not taken for dead.
+  listening=$(ss -xlnH 2>/dev/null) || { log "ss failed: dead shim sockets left in /run/containerd/s"; return 0; }
+  listening=$(awk '{ print $5 }' <<<"$listening")
+  for file in "${sockets[@]}"; do
+    grep -qxF "$file" <<<"$listening" || rm -f "$file"
   done
 }
 
@@ -243,12 +252,15 @@ restore_host() {
   local before kind key value path
   before=$(cat "$HOST_RECORD")
   rm -f "$HOST_RECORD"
+  remove_dead_shim_sockets
   while read -r kind key value; do
     [ "$kind" = sysctl ] || continue
     [ "$(sysctl -n "$key")" = "$value" ] || sysctl -qw "$key=$value"
   done <<<"$before"
+  # Only what the record names as absent before the first up: a record without a line for a path (written by an
+  # older version of this script) leaves that path alone.
   for path in "${HOST_PATHS[@]}"; do
-    grep -qx "existed $path" <<<"$before" && continue
+    grep -qx "absent $path" <<<"$before" || continue
     case $path in
       /run/xtables.lock) rm -f "$path" ;;
       *)
@@ -575,7 +587,7 @@ tools() {
   CNI_PLUGINS=/usr/lib/cni
   CNI_BIN=$DIR/cni/bin
   local missing=()
-  for path in containerd ctr runc iptables ip6tables dig nsenter findmnt; do
+  for path in containerd ctr runc iptables ip6tables dig nsenter findmnt ss; do
     command -v "$path" >/dev/null || missing+=("$path")
   done
   [ -x "$CNI_PLUGINS/bridge" ] || missing+=("$CNI_PLUGINS/bridge")

@@ -117,7 +117,7 @@ node=()
 if [ -z "${KUBECONFIG:-}" ]; then
   own=1
   scripts/cluster.sh status >/dev/null 2>&1 && { log "a cluster runs already: run scripts/cluster.sh down first, or set KUBECONFIG to check it"; exit 1; }
-  host_prerequisites "$root" || { log "no container engine to build the cluster's images"; exit 1; }
+  host_prerequisites "$root"
   host_snapshot >"$tmp/host-before"
   t=$SECONDS
   eval "$(scripts/cluster.sh up)"

@@ -33,7 +33,7 @@ case $command in
       not_ok "cluster instance ${AGENT_MESH_CLUSTER:-cluster} runs already (another run's?): not shared, not taken down"
       exit 1
     fi
-    host_prerequisites "$root" || { not_ok "no container engine to build the cluster's images"; exit 1; }
+    host_prerequisites "$root"
     host_snapshot >"$state/host-before"
     t=$SECONDS
     # (eval "$(...)" would swallow a failed up)
