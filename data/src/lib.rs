@@ -38,9 +38,11 @@ pub use faults::Faults;
 use insights::InsightsStore;
 use publish::{DataUpdated, EventOutcome, Publisher};
 use recsys::LoadError;
-/// The agent's routes with every layer (`router(&Arc::new(state))`, no I/O: tests drive it with `oneshot`) and
-/// its serving loop: the same for both agents, so they come from [`shared::agent`].
-pub use shared::agent::{router, run};
+/// Every route of the agent with its layers, `router(&Arc::new(state))`; no I/O, so tests drive it with `oneshot`.
+/// The same code for both agents: [`shared::agent::router`].
+pub use shared::agent::router;
+/// Serves the agent until shutdown, then drains: [`shared::agent::run`], the same for both agents.
+pub use shared::agent::run;
 use store::{DataStore, Snapshot};
 
 /// Longest `processed_data` accepted by `PUT /data`, in characters.

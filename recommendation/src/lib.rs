@@ -46,9 +46,11 @@ pub use error::{ApiError, DataError};
 use events::{EventCounts, Events, Subscription};
 use predictions::Predictions;
 use recsys::{ModelName, Recommendation};
-/// The agent's routes with every layer (`router(&Arc::new(state))`, no I/O: tests drive it with `oneshot`) and
-/// its serving loop: the same for both agents, so they come from [`shared::agent`].
-pub use shared::agent::{router, run};
+/// Every route of the agent with its layers, `router(&Arc::new(state))`; no I/O, so tests drive it with `oneshot`.
+/// The same code for both agents: [`shared::agent::router`].
+pub use shared::agent::router;
+/// Serves the agent until shutdown, then drains: [`shared::agent::run`], the same for both agents.
+pub use shared::agent::run;
 use state::{Backend, Preferences, UserState};
 
 /// Accepted values of `limit` (FastAPI: `Query(ge=1, le=100)`).

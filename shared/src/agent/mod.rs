@@ -108,7 +108,8 @@ pub trait AgentConfig: Args + Send + 'static {
 
 /// What every agent process has besides its own state: readiness, the serving and admission settings, the Dapr
 /// sidecar when there is one, and the token calls must carry.
-#[derive(Debug, Clone)]
+/// Not `Clone`: the app token is put in effect once, after the state is built; a copy taken before would miss it.
+#[derive(Debug)]
 pub struct Core {
     health: Health,
     serve: ServeOptions,
@@ -160,7 +161,8 @@ impl Core {
     /// Puts the token the startup work returned in effect. It is APP_API_TOKEN when that is set, already in effect
     /// since [`Core::new`]; otherwise the secret store's, which only the sidecar can give.
     fn put_app_api_token_in_effect(&self, token: String) {
-        self.app_api_token.get_or_init(|| Arc::from(token));
+        let in_effect = self.app_api_token.get_or_init(|| Arc::from(token.as_str()));
+        debug_assert_eq!(**in_effect, *token, "the startup work returns APP_API_TOKEN itself when it is set");
     }
 }
 
