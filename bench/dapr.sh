@@ -22,8 +22,10 @@
 # the Redis commands per request during the measured run are printed too (which commands: the run's
 # redis-commandstats.txt). The figures are printed, not asserted: the p99 goal is reported as "meets" or "ABOVE".
 # A run during which one of the five processes exits is discarded, said, and run again on a fresh mesh (at most 3
-# attempts): daprd 1.18.2 sometimes dies with "concurrent map iteration and map write" when wrk stops and the
-# recommendation agent drops its in-flight data calls.
+# attempts): daprd 1.18.x dies now and then when wrk stops and the recommendation agent drops its in-flight data
+# calls (dapr/dapr#10371: with a Resiliency timeout, here dapr/resiliency.yaml's dataAttempt, a cancelled
+# invocation leaves a goroutine writing the response after the handler returned: nil pointer dereference or
+# "concurrent map iteration and map write").
 #
 # Settings (environment): BENCH_MODES ("v1 v2"), BENCH_ROUNDS (1), BENCH_DURATION (10, seconds per run),
 # BENCH_WARMUP (3), BENCH_CONNECTIONS (16), BENCH_THREADS (1), BENCH_BIN (directory with release `data` and
@@ -207,9 +209,9 @@ start_daprd() {
     LAST_PID=$!
 }
 
-# start_mesh MODE RUN: starts redis, both sidecars and both agents for MODE (logs named after RUN) and waits (bounded) until a personal recommendation
-# answers 200 through the mesh; sets REDIS_PORT, RECO_URL, RECO_BASE, and the pids REDIS_PID, DATA_PID, RECO_PID,
-# DAPRD_DATA_PID, DAPRD_RECO_PID.
+# start_mesh MODE RUN: starts redis, both sidecars and both agents for MODE (logs named after RUN) and waits
+# (bounded) until a personal recommendation answers 200 through the mesh; sets REDIS_PORT, RECO_URL, RECO_BASE, and
+# the pids REDIS_PID, DATA_PID, RECO_PID, DAPRD_DATA_PID, DAPRD_RECO_PID.
 start_mesh() {
     local mode=$1 dir="$WORK/$2" log="$OUT/$2"
     local redis_port data_port reco_port d_http d_grpc d_internal d_metrics r_http r_grpc r_internal r_metrics
@@ -379,8 +381,8 @@ measure() {
     RUN_OK=1
 }
 
-# A process that exits mid-run (so far: daprd 1.18.2's "concurrent map iteration and map write" when wrk stops and
-# in-flight invocations are cancelled) costs that run, not the benchmark: it is run again on a fresh mesh, at most
+# A process that exits mid-run (so far: daprd, dapr/dapr#10371, when wrk stops and in-flight invocations are
+# cancelled) costs that run, not the benchmark: it is run again on a fresh mesh, at most
 # ATTEMPTS times, and every such exit is listed at the end.
 ATTEMPTS=3
 CRASHES=()
