@@ -24,8 +24,8 @@
 # A run during which one of the five processes exits is discarded, said, and run again on a fresh mesh (at most 3
 # attempts): daprd 1.18.x dies now and then when wrk stops and the recommendation agent drops its in-flight data
 # calls (dapr/dapr#10371: with a Resiliency timeout, here dapr/resiliency.yaml's dataAttempt, a cancelled
-# invocation leaves a goroutine writing the response after the handler returned: nil pointer dereference or
-# "concurrent map iteration and map write").
+# invocation leaves a goroutine writing the response after the handler returned: a nil pointer dereference in
+# flushWriter; one other exit, "concurrent map iteration and map write", was seen once and not traced).
 #
 # Settings (environment): BENCH_MODES ("v1 v2"), BENCH_ROUNDS (1), BENCH_DURATION (10, seconds per run),
 # BENCH_WARMUP (3), BENCH_CONNECTIONS (16), BENCH_THREADS (1), BENCH_BIN (directory with release `data` and
