@@ -188,6 +188,8 @@ spec:
     version: v1
     configuration:
       connectionString: "$dir/nameresolution.db"
+      updateInterval: 15s
+      timeout: 5s
 EOF
 }
 

@@ -334,6 +334,12 @@ const RESOURCE_DIRS: [&str; 2] = ["dapr", "deploy/dapr/local"];
 
 /// Writes the resources directories: copies of [`RESOURCE_DIRS`] with only Redis and the secrets file pointed at
 /// this test's own, and a Configuration selecting sqlite name resolution.
+///
+/// The resolver's timings are widened from its defaults (`updateInterval` 5s, `timeout` 1s). A sidecar counts as
+/// registered while its row is younger than `updateInterval` (whole seconds) and renews it every `updateInterval -
+/// timeout - 1s` (components-contrib 1.18 `nameresolution/sqlite`), which leaves about 2 s of slack: with eight meshes
+/// starting at once on two busy cores a renewal came late and an invocation got "no host found with the given ID"
+/// (CI, 2026-12-02). With 15s and 5s the slack is 6 s.
 fn write_resources(dir: &Path, redis_port: u16) {
     let secrets = dir.join("secrets.json");
     for (i, source) in RESOURCE_DIRS.iter().enumerate() {
@@ -353,7 +359,7 @@ fn write_resources(dir: &Path, redis_port: u16) {
     let config = format!(
         "apiVersion: dapr.io/v1alpha1\nkind: Configuration\nmetadata:\n  name: tests\nspec:\n  tracing:\n    \
          samplingRate: \"1\"\n  nameResolution:\n    component: sqlite\n    version: v1\n    configuration:\n      \
-         connectionString: \"{}\"\n",
+         connectionString: \"{}\"\n      updateInterval: 15s\n      timeout: 5s\n",
         dir.join("nameresolution.db").display()
     );
     fs::write(dir.join("config.yaml"), config).expect("write config");
