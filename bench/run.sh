@@ -152,26 +152,8 @@ wait_ok_post() {
     done
 }
 
-# CPU time (user + system) a process has used so far, in clock ticks.
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-TICKS_PER_S=$(getconf CLK_TCK)
-
-# CPU microseconds per request: (ticks after - ticks before) / requests.
-cpu_us() { awk -v a="$1" -v b="$2" -v n="$3" -v hz="$TICKS_PER_S" 'BEGIN {printf "%.1f", (b - a) / hz * 1e6 / n}'; }
-
-# Resident set size (current and peak) of a process, in MiB.
-rss() {
-    awk '/^VmRSS:/ {cur = $2} /^VmHWM:/ {peak = $2} END {printf "%.1f/%.1f", cur / 1024, peak / 1024}' "/proc/$1/status"
-}
-
-# wrk latency (e.g. 512.00us, 1.20ms, 2.00s) in milliseconds.
-to_ms() {
-    awk -v v="$1" 'BEGIN {
-        n = v + 0
-        if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n = n; else if (v ~ /s$/) n *= 1000
-        printf "%.3f", n
-    }'
-}
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 RESULTS="$OUT/results.tsv"
 printf 'mode\tround\trequests_per_s\tp50_ms\tp99_ms\tnon_2xx\tdata_rss_mib(cur/peak)\treco_rss_mib(cur/peak)\tdata_cpu_us_per_req\treco_cpu_us_per_req\n' >"$RESULTS"
