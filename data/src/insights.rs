@@ -12,6 +12,12 @@
 //! at most [`recsys::insights::MAX_BATCH`] rows: README "Insights under load" gives the measured cost (a 500-row
 //! `POST /interactions` takes 15 ms p50 end to end on the 1 M set, lock included; each apply logs `locked_us`). `std`'s lock is used because no lock is held across an `.await`,
 //! and on Linux it stops admitting new readers while a writer waits, so a stream of reads cannot starve a batch.
+//!
+//! Both routes answer with the insights' `ETag` ([`recsys::Insights::etag`]: a content fingerprint and the
+//! version), and a request whose `If-None-Match` matches it gets 304 with no body ([`if_none_match`]). The check
+//! runs under the same read lock as the answer would, after the query is validated and before anything is
+//! computed: a caller revalidating what it cached costs data a lock and a string comparison, not the 60 µs of
+//! `user_insights` and the encoding.
 
 use std::{
     path::Path,
