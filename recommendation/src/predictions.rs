@@ -181,8 +181,8 @@ impl Predictions {
         self.ttl
     }
 
-    /// Whether a prediction computed from insights tagged `insights_etag` may be stored: always without
-    /// revalidation (events or the TTL end it), only with a tag with it (nothing else could).
+    /// Whether a prediction computed from insights tagged `insights_etag` may be stored: without revalidation
+    /// always (events or the TTL end it), with it only when tagged (nothing else could tell when it went stale).
     pub fn keeps(&self, insights_etag: Option<&str>) -> bool {
         !self.ttl.is_zero() && (!self.revalidate || insights_etag.is_some())
     }
