@@ -8,7 +8,7 @@
 # (preferences read, prediction lookup, record write) through the sidecar to Redis included, to see whether issue
 # 16's goal (p99 <= 5 ms for /recommend?user= at 16 connections) holds under Dapr too.
 #   v1, v2    MODEL=v1 or v2, the caches at the defaults the agent picks with a sidecar (PREDICTION_CACHE_TTL=5m,
-#             DATA_CACHE_TTL=30s; neither is set here)
+#             PREDICTION_REVALIDATE=false, DATA_CACHE_TTL=30s; none is set here)
 # The mesh is the one tests/src/dapr.rs starts for the Dapr tests, in bash: a private redis-server, daprd in
 # standalone mode with sqlite name resolution (DAPR_HOST_IP=127.0.0.1) and every listener on a free loopback port,
 # API tokens in both directions (the recommendation agent reads its app token from the self-hosted secret store),

@@ -5,8 +5,8 @@ mod support;
 
 use axum::{
     Router,
-    body::{Body, to_bytes},
-    http::{Method, Request, StatusCode},
+    body::{Body, Bytes, to_bytes},
+    http::{HeaderMap, Method, Request, StatusCode},
 };
 use data::{AppState, Config};
 use recsys::UserQuery;
@@ -354,8 +354,8 @@ async fn openapi_describes_the_new_routes_their_bodies_and_errors() {
     for (path, method, codes) in [
         ("/items", "get", &["200", "422"][..]),
         ("/items/{id}", "get", &["200", "404", "422"]),
-        ("/insights", "get", &["200", "422"]),
-        ("/insights/users/{user}", "get", &["200", "422"]),
+        ("/insights", "get", &["200", "304", "422"]),
+        ("/insights/users/{user}", "get", &["200", "304", "422"]),
         ("/interactions", "post", &["200", "400", "401", "403", "408", "413", "422", "507"]),
     ] {
         for code in codes {
@@ -364,7 +364,17 @@ async fn openapi_describes_the_new_routes_their_bodies_and_errors() {
     }
     let params: Vec<&Value> =
         paths["/insights/users/{user}"]["get"]["parameters"].as_array().unwrap().iter().map(|p| &p["name"]).collect();
-    assert_eq!(params, [&json!("user"), &json!("limit"), &json!("category"), &json!("neighbours")]);
+    assert_eq!(
+        params,
+        [&json!("user"), &json!("limit"), &json!("category"), &json!("neighbours"), &json!("if-none-match")]
+    );
+    for path in ["/insights", "/insights/users/{user}"] {
+        for code in ["200", "304"] {
+            assert!(paths[path]["get"]["responses"][code]["headers"]["etag"].is_object(), "{path} {code}: no ETag");
+        }
+        let header = paths[path]["get"]["parameters"].as_array().unwrap().iter().find(|p| p["in"] == "header");
+        assert_eq!(header.map(|p| &p["name"]), Some(&json!("if-none-match")), "{path}");
+    }
     let schemas = &spec["components"]["schemas"];
     for schema in
         ["UserInsights", "InsightsSummary", "ItemsPage", "Item", "InteractionBatch", "BatchApplied", "NewInteraction"]
@@ -375,4 +385,106 @@ async fn openapi_describes_the_new_routes_their_bodies_and_errors() {
         paths["/interactions"]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"],
         "#/components/schemas/InteractionBatch"
     );
+}
+
+/// `GET uri` with `headers`: the status, the answer's headers and its body.
+async fn get_with(app: &Router, uri: &str, headers: &[(&str, &str)]) -> (StatusCode, HeaderMap, Bytes) {
+    let mut request = Request::get(uri);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = app.clone().oneshot(request.body(Body::empty()).unwrap()).await.unwrap();
+    let (status, headers) = (response.status(), response.headers().clone());
+    (status, headers, to_bytes(response.into_body(), usize::MAX).await.unwrap())
+}
+
+/// The `ETag` of a plain `GET uri`.
+async fn etag_of(app: &Router, uri: &str) -> String {
+    let (status, headers, _) = get_with(app, uri, &[]).await;
+    assert_eq!(status, StatusCode::OK, "{uri}");
+    headers["etag"].to_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn insights_are_tagged_and_a_matching_if_none_match_gets_304_without_a_body() {
+    let (app, _) = app();
+    for uri in ["/insights/users/u1?limit=5&category=books", "/insights?limit=3"] {
+        let etag = etag_of(&app, uri).await;
+        assert!(etag.starts_with('"') && etag.ends_with("-0\""), "strong, fingerprint-version: {etag}");
+        let weak = format!("W/{etag}");
+        let listed = format!("\"other\", {etag}");
+        let odd_list = format!(" , W/\"x,y\" ,{etag} ,");
+        let matching_lines: [&[&str]; 6] =
+            [&[&etag], &[&weak], &["*"], &[&listed], &[&odd_list], &["\"other\"", &etag]];
+        for matching in matching_lines {
+            let headers: Vec<_> = matching.iter().map(|value| ("if-none-match", *value)).collect();
+            let (status, answer_headers, body) = get_with(&app, uri, &headers).await;
+            assert_eq!(status, StatusCode::NOT_MODIFIED, "{uri} {matching:?}");
+            assert_eq!(answer_headers["etag"], etag.as_str(), "{uri} {matching:?}");
+            assert!(body.is_empty(), "{uri} {matching:?}");
+        }
+        let unquoted = etag.trim_matches('"').to_owned();
+        let glued = format!("{etag}\"x\"");
+        for other in ["\"other\"", "W/\"other\", \"0000000000000000-0\"", &unquoted, &glued, "*, \"x\"", ""] {
+            let (status, answer_headers, body) = get_with(&app, uri, &[("if-none-match", other)]).await;
+            assert_eq!(status, StatusCode::OK, "{uri} {other:?}");
+            assert_eq!(answer_headers["etag"], etag.as_str());
+            assert!(serde_json::from_slice::<Value>(&body).unwrap().is_object(), "{uri} {other:?}: the full answer");
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_tag_changes_with_every_batch_and_the_old_one_gets_the_full_answer() {
+    let (app, state) = app();
+    let uri = "/insights/users/u1?limit=5";
+    let before = etag_of(&app, uri).await;
+    assert_eq!(etag_of(&app, "/insights").await, before, "one tag for the insights' content, whatever the route");
+    let row = json!({"user": "u1", "item": item(&state, 3), "weight": 1.0, "time": 1_700_000_000u64});
+    assert_eq!(post(&app, json!({"interactions": [row]})).await.0, StatusCode::OK);
+    let (status, headers, body) = get_with(&app, uri, &[("if-none-match", &before)]).await;
+    assert_eq!(status, StatusCode::OK);
+    let after = headers["etag"].to_str().unwrap().to_owned();
+    assert_ne!(after, before);
+    assert_eq!(serde_json::from_slice::<Value>(&body).unwrap()["version"], json!(1));
+    assert_eq!(get_with(&app, uri, &[("if-none-match", &after)]).await.0, StatusCode::NOT_MODIFIED);
+}
+
+#[tokio::test]
+async fn replicas_with_the_same_data_and_batches_share_tags_and_different_batches_do_not() {
+    let replicas = [app(), app(), app()];
+    let uri = "/insights/users/u2";
+    async fn tags(replicas: &[(Router, std::sync::Arc<AppState>)], uri: &str) -> Vec<String> {
+        let mut tags = Vec::new();
+        for (app, _) in replicas {
+            tags.push(etag_of(app, uri).await);
+        }
+        tags
+    }
+    let start = tags(&replicas, uri).await;
+    assert!(start.iter().all(|tag| *tag == start[0]), "the same data set: {start:?}");
+    let row = |n: usize| json!({"user": "u2", "item": item(&replicas[0].1, n), "weight": 2, "time": 1_700_000_000u64});
+    for (replica, n) in replicas.iter().zip([10, 10, 11]) {
+        assert_eq!(post(&replica.0, json!({"interactions": [row(n)]})).await.0, StatusCode::OK);
+    }
+    let after = tags(&replicas, uri).await;
+    assert_eq!(after[0], after[1], "the same batch");
+    assert_ne!(after[0], after[2], "another batch, though at the same version: {after:?}");
+    assert!(after.iter().all(|tag| tag.ends_with("-1\"")));
+    assert!(after.iter().all(|tag| *tag != start[0]));
+}
+
+#[tokio::test]
+async fn an_invalid_query_is_a_422_whatever_if_none_match_says() {
+    let (app, _) = app();
+    let etag = etag_of(&app, "/insights").await;
+    for uri in
+        ["/insights/users/a%20b", "/insights/users/u1?limit=0", "/insights/users/u1?neighbours=11", "/insights?limit=0"]
+    {
+        for condition in [etag.as_str(), "*"] {
+            let (status, _, body) = get_with(&app, uri, &[("if-none-match", condition)]).await;
+            assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{uri} {condition}");
+            assert!(serde_json::from_slice::<Value>(&body).unwrap()["detail"].is_array());
+        }
+    }
 }

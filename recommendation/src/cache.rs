@@ -1,7 +1,9 @@
 //! A cache of the data agent's answer, cleared by data-updated events.
 //!
 //! With a sidecar delivering events the answer can be reused for a while (DATA_CACHE_TTL) and every change still
-//! shows up on the next request; without events the cache is off by default, so the agent behaves as before.
+//! shows up on the next request; without events the cache is off by default, so the agent behaves as before. (The
+//! prediction cache, [`crate::predictions`], is on without events too: it revalidates with data's `ETag` and 304.
+//! The seed `/data` answer carries no tag to revalidate with, and costs data next to nothing to produce.)
 //! Each clearing starts a new generation, and an answer fetched before a clearing is never stored after it: a
 //! slow fetch that raced an event cannot put the old data back.
 

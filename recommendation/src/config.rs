@@ -1,4 +1,10 @@
 //! The recommendation agent's settings, read once at startup from flags and environment.
+//!
+//! Cache defaults follow from whether a Dapr sidecar delivers `data-updated` events. Predictions are cached either
+//! way (PREDICTION_CACHE_TTL, 5m unless set): with a sidecar each event drops them; without one nothing would, so
+//! each is revalidated with data before it is served (PREDICTION_REVALIDATE, a conditional insights request that
+//! data answers 304 while its insights are unchanged). The seed `/data` answer has no such tag and is cached only
+//! with events (DATA_CACHE_TTL).
 
 use std::{fmt, time::Duration};
 
@@ -37,20 +43,29 @@ pub struct ModelArgs {
     pub model: ModelName,
 
     /// How long a prediction (the items computed for one model, user, limit and set of preferred categories) is
-    /// kept in the state store (sent as `ttlInSeconds`; whole seconds; 0s turns the cache off). Unset: 5m when a
-    /// Dapr sidecar delivers data-updated events (each event drops every prediction), else 0s: without events,
-    /// a cached prediction would hide new interactions until it expired.
+    /// kept in the state store (sent as `ttlInSeconds`; whole seconds; 0s turns the cache off). Unset: 5m. Data
+    /// changes still show at once: with a sidecar each data-updated event drops every prediction; without one,
+    /// each is revalidated with data before it is served (PREDICTION_REVALIDATE).
     #[arg(long, env = "PREDICTION_CACHE_TTL", value_parser = parse_cache_ttl)]
     pub prediction_cache_ttl: Option<Duration>,
+
+    /// `true`: a cached prediction is served only after data confirms that the insights it was computed from are
+    /// still current (the insights request is sent with `If-None-Match: <their ETag>`, and data answers 304
+    /// without computing them); a data answer without an ETag is then not cached. `false`: a cached prediction is
+    /// served without asking data, until a data-updated event drops it or its TTL ends. Unset: `true` without a
+    /// Dapr sidecar (no events would drop predictions), `false` with one (events do, and every revalidation would
+    /// cost two more sidecar hops).
+    #[arg(long, env = "PREDICTION_REVALIDATE", value_parser = clap::value_parser!(bool))]
+    pub prediction_revalidate: Option<bool>,
 }
 
-/// Prediction cache lifetime when events keep it fresh and PREDICTION_CACHE_TTL is unset.
-pub const PREDICTION_CACHE_TTL_WITH_EVENTS: Duration = Duration::from_secs(300);
+/// Prediction cache lifetime when PREDICTION_CACHE_TTL is unset.
+pub const PREDICTION_CACHE_TTL_DEFAULT: Duration = Duration::from_secs(300);
 
 impl ModelArgs {
     /// Defaults, as `--help` documents them.
     pub fn defaults() -> Self {
-        Self { model: ModelName::V1, prediction_cache_ttl: None }
+        Self { model: ModelName::V1, prediction_cache_ttl: None, prediction_revalidate: None }
     }
 }
 
@@ -267,11 +282,13 @@ impl Config {
 
     /// How long predictions are cached (zero: not cached).
     pub fn prediction_cache_ttl(&self) -> Duration {
-        match (self.model.prediction_cache_ttl, self.sidecar_port()) {
-            (Some(ttl), _) => ttl,
-            (None, Some(_)) => PREDICTION_CACHE_TTL_WITH_EVENTS,
-            (None, None) => Duration::ZERO,
-        }
+        self.model.prediction_cache_ttl.unwrap_or(PREDICTION_CACHE_TTL_DEFAULT)
+    }
+
+    /// Whether cached predictions are revalidated with data before they are served: PREDICTION_REVALIDATE, else
+    /// whenever no sidecar delivers events.
+    pub fn prediction_revalidate(&self) -> bool {
+        self.model.prediction_revalidate.unwrap_or(self.sidecar_port().is_none())
     }
 
     /// How long the data agent's answer is cached (zero: not cached).
@@ -438,15 +455,38 @@ mod tests {
     }
 
     #[test]
-    fn the_prediction_cache_is_off_without_a_sidecar_unless_asked_for() {
+    fn predictions_are_cached_by_default_and_revalidated_unless_a_sidecar_delivers_events() {
         let mut config = Config::for_tests(parse_base_url("http://data:8000").unwrap());
-        assert_eq!(config.prediction_cache_ttl(), Duration::ZERO);
+        assert_eq!(
+            (config.prediction_cache_ttl(), config.prediction_revalidate()),
+            (PREDICTION_CACHE_TTL_DEFAULT, true)
+        );
         config.data.data_mode = DataModeSetting::Dapr;
-        assert_eq!(config.prediction_cache_ttl(), PREDICTION_CACHE_TTL_WITH_EVENTS);
+        assert_eq!(
+            (config.prediction_cache_ttl(), config.prediction_revalidate()),
+            (PREDICTION_CACHE_TTL_DEFAULT, false)
+        );
+        config.model.prediction_revalidate = Some(true);
+        assert!(config.prediction_revalidate());
+        config.data.data_mode = DataModeSetting::Direct;
+        config.model.prediction_revalidate = Some(false);
+        assert!(!config.prediction_revalidate());
         config.model.prediction_cache_ttl = Some(Duration::ZERO);
         assert_eq!(config.prediction_cache_ttl(), Duration::ZERO);
         assert!(parse_cache_ttl("1500ms").is_err());
         assert_eq!(parse_cache_ttl("0s"), Ok(Duration::ZERO));
+    }
+
+    #[test]
+    fn prediction_revalidate_is_true_or_false() {
+        let parse = |value: &str| {
+            Cli::try_parse_from(["recommendation", "--prediction-revalidate", value])
+                .map(|cli| cli.config.model.prediction_revalidate)
+        };
+        assert_eq!(parse("true").unwrap(), Some(true));
+        assert_eq!(parse("false").unwrap(), Some(false));
+        assert!(parse("maybe").is_err());
+        assert_eq!(Cli::try_parse_from(["recommendation"]).unwrap().config.model.prediction_revalidate, None);
     }
 
     #[test]

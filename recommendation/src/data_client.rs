@@ -1,15 +1,20 @@
 //! The call to the data agent, directly or through the Dapr sidecar: bounded in time and size, retried when that
 //! can help, guarded by a circuit breaker, with an optional stale fallback.
 //!
-//! Every call to data goes through [`DataClient::fetch_as`]: the seed answer (`GET /data`, [`DataClient::fetch`]) and
-//! one user's insights (`GET /insights/users/{user}`, [`DataClient::user_insights`]) share the pool, the retry
-//! policy, the circuit breaker (both are the same upstream) and the stale fallback, kept per URL.
+//! Every call to data goes through one function (`fetch_tagged`, behind [`DataClient::fetch_as`]): the seed
+//! answer (`GET /data`, [`DataClient::fetch`]) and one user's insights (`GET /insights/users/{user}`,
+//! [`DataClient::user_insights`]) share the pool, the retry policy, the circuit breaker (both are the same
+//! upstream) and the stale fallback, kept per URL.
 //!
 //! One `/recommend` request makes one [`DataClient::fetch`] (and with `user`, one [`DataClient::user_insights`]),
 //! which may make several attempts. Each attempt asks
 //! the breaker for leave, and gets `min(DATA_TIMEOUT, time left before REQUEST_DEADLINE)`. A failed attempt is
 //! retried (backon's retry loop, [`crate::retry`]'s policy) only when the failure may be transient and the backoff
 //! still leaves time for an attempt before the deadline.
+//!
+//! The insights call can be conditional ([`DataClient::user_insights`] with `if_none_match`): a 304 Not Modified
+//! is a successful answer like a 200 (for the breaker, the retry policy and the `ok` outcome of the call
+//! metrics) that carries no body, so it never touches the stale fallback, which keeps the last body received.
 //!
 //! Within an attempt, a call that went out on a pooled connection the data agent closed before answering anything
 //! (its keep-alive timer fired, or it is restarting and closed its idle connections) is sent again at once, up to
@@ -29,7 +34,10 @@ use std::{
 use backon::Retryable;
 use lru::LruCache;
 use recsys::UserInsights;
-use reqwest::header::{ACCEPT, CONTENT_LENGTH, HeaderMap, HeaderValue};
+use reqwest::{
+    StatusCode,
+    header::{ACCEPT, CONTENT_LENGTH, ETAG, HeaderMap, HeaderValue, IF_NONE_MATCH},
+};
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 use shared::obs::TraceHeaders;
@@ -86,6 +94,31 @@ pub struct DataAnswer {
     pub data: Value,
     /// `Some(age)` when data was unavailable and this is the last good answer, received `age` ago.
     pub stale_age: Option<Duration>,
+}
+
+/// What a (possibly conditional) insights call produced.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InsightsAnswer {
+    /// The user's insights (200, or the stale fallback).
+    Modified {
+        /// The insights.
+        insights: UserInsights,
+        /// Their entity tag (the answer's `ETag`), when data sent one; never for a stale answer.
+        etag: Option<String>,
+        /// `Some(age)` when data was unavailable and these are the last good insights, received `age` ago.
+        stale_age: Option<Duration>,
+    },
+    /// 304: the insights tagged with the `If-None-Match` sent are still the current ones.
+    NotModified,
+}
+
+/// What [`DataClient::fetch_tagged`] produced.
+#[derive(Debug)]
+enum Fetched<T> {
+    /// A body (or the stale fallback's), its `ETag`, and `Some(age)` when stale.
+    Body(T, Option<String>, Option<Duration>),
+    /// 304 to a conditional call.
+    NotModified,
 }
 
 /// What readiness reports about the data agent: informational only, readiness never fails because of it.
@@ -214,14 +247,19 @@ impl DataClient {
     /// agent's default, [`recsys::insights::NEIGHBOURS`]; a data agent that predates it sends them all, which
     /// gives the same recommendations).
     /// An answer that is not [`UserInsights`] is a bad answer (502), like any other body data should not send.
+    ///
+    /// With `if_none_match` (an entity tag data sent before), the call is conditional: data answers 304
+    /// ([`InsightsAnswer::NotModified`]) when those insights are still current, without computing or sending
+    /// them. A tag that cannot be a header value is not sent (the call is then a plain one).
     pub async fn user_insights(
         &self,
         user: &str,
         limit: usize,
         categories: &[String],
         neighbours: usize,
+        if_none_match: Option<&str>,
         trace: &TraceHeaders,
-    ) -> Result<(UserInsights, Option<Duration>), DataError> {
+    ) -> Result<InsightsAnswer, DataError> {
         let mut url = data_route(&self.base, &["insights", "users", user]);
         {
             let mut query = url.query_pairs_mut();
@@ -233,7 +271,11 @@ impl DataClient {
                 query.append_pair("neighbours", &neighbours.to_string());
             }
         }
-        self.fetch_as(&url, "the insights of a user", trace).await
+        let condition = if_none_match.and_then(|tag| HeaderValue::from_str(tag).ok());
+        Ok(match self.fetch_tagged(&url, "the insights of a user", condition.as_ref(), trace).await? {
+            Fetched::Body(insights, etag, stale_age) => InsightsAnswer::Modified { insights, etag, stale_age },
+            Fetched::NotModified => InsightsAnswer::NotModified,
+        })
     }
 
     /// Fetches the data agent's JSON answer at `url`, forwarding the caller's trace headers (see
@@ -255,11 +297,26 @@ impl DataClient {
         what: &str,
         trace: &TraceHeaders,
     ) -> Result<(T, Option<Duration>), DataError> {
+        match self.fetch_tagged(url, what, None, trace).await? {
+            Fetched::Body(data, _, stale_age) => Ok((data, stale_age)),
+            // Without `If-None-Match` a 304 is a status like any other that is not a success.
+            Fetched::NotModified => unreachable!("a 304 is taken as an answer to a conditional call only"),
+        }
+    }
+
+    /// [`DataClient::fetch_as`], conditional when `if_none_match` is given, and with the answer's `ETag`.
+    async fn fetch_tagged<T: DeserializeOwned>(
+        &self,
+        url: &Url,
+        what: &str,
+        if_none_match: Option<&HeaderValue>,
+        trace: &TraceHeaders,
+    ) -> Result<Fetched<T>, DataError> {
         let started = Instant::now();
         let deadline = started + self.deadline;
         let attempts = AtomicU32::new(0);
         let call = DataCall::start(self.mode, url, trace);
-        let result = (|| self.attempt::<T>(url, call.headers(), deadline, &attempts))
+        let result = (|| self.attempt::<T>(url, if_none_match, call.headers(), deadline, &attempts))
             .retry(self.retry.backoff())
             .when(|err: &DataError| self.retry.is_retryable(err))
             .adjust(|_, backoff| backoff.filter(|wait| retry::fits_before(deadline, *wait)))
@@ -292,10 +349,11 @@ impl DataClient {
             *last = Some(LastCall { outcome, at: Instant::now() });
         }
         match result {
-            Ok(Answer::Decoded(data, body)) => {
+            Ok(Answer::Decoded(data, body, etag)) => {
                 self.stale.store(url, &body);
-                Ok((data, None))
+                Ok(Fetched::Body(data, etag, None))
             }
+            Ok(Answer::NotModified) => Ok(Fetched::NotModified),
             Ok(Answer::OtherShape(err)) => Err(DataError::DataBadBody(format!("not {what}: {err}"))),
             // A stored body was decoded as `T` when it came.
             Err(err) => match self.stale.get(url).and_then(|(body, age)| Some((decode(&body).ok()?, age))) {
@@ -306,7 +364,7 @@ impl DataClient {
                         age_s = age.as_secs(),
                         "data unavailable; answering with the last good data"
                     );
-                    Ok((data, Some(age)))
+                    Ok(Fetched::Body(data, None, Some(age)))
                 }
                 None => Err(err),
             },
@@ -318,6 +376,7 @@ impl DataClient {
     async fn attempt<T: DeserializeOwned>(
         &self,
         url: &Url,
+        if_none_match: Option<&HeaderValue>,
         trace: &TraceHeaders,
         deadline: Instant,
         attempts: &AtomicU32,
@@ -332,7 +391,7 @@ impl DataClient {
         }
         attempts.fetch_add(1, Ordering::Relaxed);
         let budget = self.attempt_timeout.min(remaining);
-        let result = match tokio::time::timeout(budget, self.send_until_answered(url, trace)).await {
+        let result = match tokio::time::timeout(budget, self.send_until_answered(url, if_none_match, trace)).await {
             Ok(result) => result,
             Err(_) if budget < self.attempt_timeout => Err(DataError::DeadlineExceeded { after: self.deadline }),
             Err(_) => Err(DataError::DataTimeout { after: budget }),
@@ -348,11 +407,12 @@ impl DataClient {
     async fn send_until_answered<T: DeserializeOwned>(
         &self,
         url: &Url,
+        if_none_match: Option<&HeaderValue>,
         trace: &TraceHeaders,
     ) -> Result<Answer<T>, DataError> {
         let mut resends = 0;
         loop {
-            match self.fetch_once(url, trace).await {
+            match self.fetch_once(url, if_none_match, trace).await {
                 Err(DataError::DataConnectionClosed(err)) if resends < CLOSED_CONNECTION_RESENDS => {
                     resends += 1;
                     metrics::counter!("data_call_retries_total", "reason" => "closed").increment(1);
@@ -363,7 +423,12 @@ impl DataClient {
         }
     }
 
-    async fn fetch_once<T: DeserializeOwned>(&self, url: &Url, trace: &TraceHeaders) -> Result<Answer<T>, DataError> {
+    async fn fetch_once<T: DeserializeOwned>(
+        &self,
+        url: &Url,
+        if_none_match: Option<&HeaderValue>,
+        trace: &TraceHeaders,
+    ) -> Result<Answer<T>, DataError> {
         // The request is put together here rather than through reqwest's builder, whose `headers` takes a whole
         // map: that would clone the request's trace headers into a new map on every call.
         let mut request = reqwest::Request::new(reqwest::Method::GET, url.clone());
@@ -372,12 +437,19 @@ impl DataClient {
             headers.append(name.clone(), value.clone());
         }
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        if let Some(tag) = if_none_match {
+            headers.insert(IF_NONE_MATCH, tag.clone());
+        }
         let mut response = self.http.execute(request).await.map_err(classify_send)?;
 
         let status = response.status();
+        if status == StatusCode::NOT_MODIFIED && if_none_match.is_some() {
+            return Ok(Answer::NotModified);
+        }
         if !status.is_success() {
             return Err(self.non_success(response).await);
         }
+        let etag = response.headers().get(ETAG).and_then(|tag| tag.to_str().ok()).map(str::to_owned);
         let declared_len = response.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
         if declared_len.is_some_and(|len| len > MAX_DATA_BODY_BYTES) {
             return Err(DataError::DataBadBody(format!("declared body of {declared_len:?} bytes exceeds the limit")));
@@ -391,7 +463,7 @@ impl DataClient {
             body.extend_from_slice(&chunk);
         }
         match decode(&body) {
-            Ok(data) => Ok(Answer::Decoded(data, body)),
+            Ok(data) => Ok(Answer::Decoded(data, body, etag)),
             Err(err) if is_json(&body) => Ok(Answer::OtherShape(err)),
             Err(err) => Err(DataError::DataBadBody(format!("not JSON: {err}"))),
         }
@@ -433,10 +505,12 @@ impl DataClient {
     }
 }
 
-/// A body data answered, decoded as `T` (with the body, which the stale cache keeps), or JSON of another shape.
+/// A body data answered, decoded as `T` (with the body, which the stale cache keeps, and its `ETag`), JSON of
+/// another shape, or 304 to a conditional call.
 enum Answer<T> {
-    Decoded(T, Vec<u8>),
+    Decoded(T, Vec<u8>, Option<String>),
     OtherShape(serde_json::Error),
+    NotModified,
 }
 
 fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, serde_json::Error> {

@@ -3,7 +3,8 @@
 //!
 //! `GET /recommend?user=<id>&limit=<n>` adds what the model MODEL names (`v1` popularity, `v2` co-occurrence; see
 //! [`recsys::models`]) recommends to that user: `"model"` and `"items"`, computed from the user's insights, which
-//! the data agent serves, and the user's stored preferences; predictions are cached in the state store
+//! the data agent serves, and the user's stored preferences; predictions are cached in the state store and kept
+//! fresh by data-updated events or, without a sidecar, by revalidating them with data (`If-None-Match`, 304)
 //! ([`predictions`]). `recommendation eval` compares the models offline ([`eval`]).
 
 pub mod breaker;
@@ -41,7 +42,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use cache::DataCache;
 pub use config::Config;
-pub use data_client::{DataAnswer, DataClient};
+pub use data_client::{DataAnswer, DataClient, InsightsAnswer};
 pub use error::{ApiError, DataError};
 use events::{EventCounts, Events, Subscription};
 use predictions::Predictions;
@@ -136,7 +137,8 @@ impl AppState {
     /// The same agent with predictions kept in `store`: tests give two replicas one store, as a Dapr state store
     /// is shared by every replica of the app id.
     pub fn with_prediction_store(mut self, store: Backend) -> Self {
-        let predictions = Predictions::new(store, self.predictions.ttl(), self.users.retries());
+        let predictions = Predictions::new(store, self.predictions.ttl(), self.users.retries())
+            .revalidating(self.predictions.revalidates());
         self.predictions = predictions;
         self
     }
@@ -205,7 +207,8 @@ impl Agent for AppState {
                 prediction_store,
                 config.prediction_cache_ttl(),
                 config.state.state_write_retries,
-            ),
+            )
+            .revalidating(config.prediction_revalidate()),
         })
     }
 
@@ -233,6 +236,7 @@ impl Agent for AppState {
             state_backend,
             model = %self.model,
             prediction_cache_ttl = ?self.predictions.ttl(),
+            prediction_revalidate = self.predictions.revalidates(),
             "recommendation agent listening"
         );
     }

@@ -1,12 +1,15 @@
-//! One user's recommendation: the cached prediction when it is current ([`crate::predictions`]), else the user's
-//! insights from the data agent ([`crate::DataClient::user_insights`]) turned into items by the model MODEL names;
-//! and the metrics that compare the models.
+//! One user's recommendation: the cached prediction when it is current ([`crate::predictions`]; with
+//! revalidation, when data answers 304 to the insights request made conditional on the prediction's tag), else the
+//! user's insights from the data agent ([`crate::DataClient::user_insights`]) turned into items by the model MODEL
+//! names; and the metrics that compare the models.
 //!
 //! Metrics, all labelled by `model` (`v1` | `v2`), so a dashboard can set the canary beside the stable version:
 //! - `recommendations_total{model, outcome}`: personal recommendations answered (`ok`) or failed (the data call's
 //!   outcome, such as `unreachable` or `timeout`, or `state`);
 //! - `recommendation_duration_seconds{model, outcome}`: the time to produce them (cache, data call and model);
-//! - `prediction_cache_lookups_total{model, result}`: `hit` or `miss` (nothing is counted while the cache is off).
+//! - `prediction_cache_lookups_total{model, result}`: `hit` (a cached prediction was served, after a 304 when
+//!   revalidating) or `miss` (it was computed: none was stored, or data's insights changed, or the call failed);
+//!   nothing is counted while the cache is off.
 
 use std::time::Duration;
 
@@ -15,7 +18,10 @@ use recsys::{ModelName, Recommendation};
 use shared::obs::TraceHeaders;
 use tokio::time::Instant;
 
-use crate::{ApiError, AppState, predictions::PredictionKey};
+use crate::{
+    ApiError, AppState, InsightsAnswer,
+    predictions::{Hit, PredictionKey},
+};
 
 /// Personal recommendations answered, by `model` and `outcome`.
 pub const RECOMMENDATIONS: &str = "recommendations_total";
@@ -65,23 +71,50 @@ async fn cached_or_computed(
     trace: &TraceHeaders,
 ) -> Result<Prediction, ApiError> {
     let key = PredictionKey { model, user, limit, categories };
-    let lookup = state.predictions.lookup(&key).await?;
-    if let Some(lookup) = &lookup {
-        let result = if lookup.hit.is_some() { "hit" } else { "miss" };
-        metrics::counter!(PREDICTION_CACHE_LOOKUPS, "model" => model.as_str(), "result" => result).increment(1);
-    }
-    if let Some((items, version)) = lookup.as_ref().and_then(|l| l.hit.clone()) {
-        tracing::debug!(user, %model, version, "prediction served from the cache");
-        return Ok(Prediction { items, stale_age: None });
-    }
+    let mut lookup = state.predictions.lookup(&key).await?;
+    let cache_on = lookup.is_some();
+    let count = |result: &'static str| {
+        if cache_on {
+            metrics::counter!(PREDICTION_CACHE_LOOKUPS, "model" => model.as_str(), "result" => result).increment(1);
+        }
+    };
+    // Revalidating, a current prediction is served only once data confirms its insights (304); one without a tag
+    // cannot be confirmed, so it is computed again, as when nothing is cached.
+    let condition = match lookup.as_mut().and_then(|lookup| lookup.hit.take()) {
+        Some(Hit { items, version, .. }) if !state.predictions.revalidates() => {
+            count("hit");
+            tracing::debug!(user, %model, version, "prediction served from the cache");
+            return Ok(Prediction { items, stale_age: None });
+        }
+        Some(Hit { items, insights_etag, .. }) => insights_etag.map(|etag| (etag, items)),
+        None => None,
+    };
     let recommender = model.model();
-    let (insights, stale_age) =
-        state.data.user_insights(user, limit, categories, recommender.neighbours(), trace).await?;
+    let if_none_match = condition.as_ref().map(|(etag, _)| etag.as_str());
+    let answer =
+        state.data.user_insights(user, limit, categories, recommender.neighbours(), if_none_match, trace).await;
+    let (insights, etag, stale_age) = match (answer, condition) {
+        (Ok(InsightsAnswer::NotModified), Some((etag, items))) => {
+            count("hit");
+            tracing::debug!(user, %model, etag, "prediction revalidated by data, served from the cache");
+            return Ok(Prediction { items, stale_age: None });
+        }
+        (Ok(InsightsAnswer::NotModified), None) => {
+            unreachable!("the data client takes a 304 as the answer to a conditional call only")
+        }
+        (Ok(InsightsAnswer::Modified { insights, etag, stale_age }), _) => (insights, etag, stale_age),
+        (Err(err), _) => {
+            count("miss");
+            return Err(err.into());
+        }
+    };
+    count("miss");
     let preferences = recsys::Preferences { categories: categories.to_vec() };
     let items = recommender.recommend(&insights, &preferences, limit);
-    // A prediction from a stale answer is served once, marked, and never cached.
-    if let Some(lookup) = lookup.filter(|_| stale_age.is_none()) {
-        state.predictions.store_items(lookup, insights.version, categories, &items).await;
+    // A prediction from a stale answer is served once, marked, and never cached; nor is one revalidation could
+    // never confirm (see `Predictions::keeps`).
+    if let Some(lookup) = lookup.filter(|_| stale_age.is_none() && state.predictions.keeps(etag.as_deref())) {
+        state.predictions.store_items(lookup, insights.version, etag.as_deref(), categories, &items).await;
     }
     Ok(Prediction { items, stale_age })
 }
@@ -101,6 +134,7 @@ pub fn describe_metrics() {
     describe_counter!(
         PREDICTION_CACHE_LOOKUPS,
         Unit::Count,
-        "Prediction cache lookups, by model and result (hit|miss)."
+        "Prediction cache lookups, by model and result (hit: served from the cache, after a 304 when revalidating; \
+        miss: computed)."
     );
 }

@@ -1,6 +1,7 @@
-//! `/recommend?user=`: the models, `limit`, preferences, the prediction cache and its invalidation, driven with
-//! `oneshot` against a small in-test data agent that serves the real wire type ([`recsys::UserInsights`], built by
-//! [`recsys::Insights`] from the default data set) on the route the data agent serves it on.
+//! `/recommend?user=`: the models, `limit`, preferences, the prediction cache, its revalidation and its
+//! invalidation, driven with `oneshot` against a small in-test data agent that serves the real wire type
+//! ([`recsys::UserInsights`], built by [`recsys::Insights`] from the default data set) on the route the data agent
+//! serves it on, tagged and answered 304 as the data agent does.
 
 use std::{
     collections::HashSet,
@@ -32,7 +33,11 @@ struct FakeData {
     insights_calls: AtomicUsize,
     /// The `neighbours` parameter of each insights call (`None`: not given).
     neighbours_asked: Mutex<Vec<Option<usize>>>,
+    /// Each insights call's `If-None-Match` and the status it got.
+    conditions: Mutex<Vec<(Option<String>, StatusCode)>>,
     failing: AtomicBool,
+    /// Answer without an `ETag`, as a data agent that predates them.
+    untagged: AtomicBool,
 }
 
 async fn seed() -> Json<Value> {
@@ -43,6 +48,7 @@ async fn user_insights(
     State(data): State<Arc<FakeData>>,
     Path(user): Path<String>,
     RawQuery(query): RawQuery,
+    headers: HeaderMap,
 ) -> Response {
     data.insights_calls.fetch_add(1, Ordering::SeqCst);
     if data.failing.load(Ordering::SeqCst) {
@@ -59,11 +65,19 @@ async fn user_insights(
     }
     data.neighbours_asked.lock().unwrap().push(neighbours);
     let insights = data.insights.lock().unwrap();
+    let (etag, untagged) = (insights.etag(), data.untagged.load(Ordering::SeqCst));
+    let condition = headers.get("if-none-match").map(|tag| tag.to_str().unwrap().to_owned());
+    let status = if !untagged && condition.as_ref() == Some(&etag) { StatusCode::NOT_MODIFIED } else { StatusCode::OK };
+    data.conditions.lock().unwrap().push((condition, status));
+    if status == StatusCode::NOT_MODIFIED {
+        return (status, [("etag", etag)]).into_response();
+    }
     let query = UserQuery {
         neighbours: neighbours.unwrap_or(recsys::insights::NEIGHBOURS),
         ..UserQuery::new(&user, limit, &categories)
     };
-    Json(insights.user_insights(&query).unwrap()).into_response()
+    let body = Json(insights.user_insights(&query).unwrap());
+    if untagged { body.into_response() } else { ([("etag", etag)], body).into_response() }
 }
 
 struct Mesh {
@@ -80,7 +94,9 @@ impl Mesh {
             insights: Mutex::new(built.clone()),
             insights_calls: AtomicUsize::new(0),
             neighbours_asked: Mutex::default(),
+            conditions: Mutex::default(),
             failing: AtomicBool::new(false),
+            untagged: AtomicBool::new(false),
         });
         let app = Router::new()
             .route("/data", get(seed))
@@ -102,11 +118,23 @@ impl Mesh {
         Arc::new(AppState::new(&self.config(model)).unwrap())
     }
 
-    /// An agent caching predictions for `ttl`.
+    /// An agent caching predictions for `ttl` and serving them without asking data (PREDICTION_REVALIDATE=false,
+    /// as with a sidecar, whose data-updated events drop them).
     fn caching_agent(&self, model: ModelName, ttl: Duration) -> AppState {
         let mut config = self.config(model);
         config.model.prediction_cache_ttl = Some(ttl);
+        config.model.prediction_revalidate = Some(false);
         AppState::new(&config).unwrap()
+    }
+
+    /// Each insights call's `If-None-Match` and the status it got, since the last time this was asked.
+    fn conditions(&self) -> Vec<(Option<String>, StatusCode)> {
+        std::mem::take(&mut *self.data.conditions.lock().unwrap())
+    }
+
+    /// The `ETag` of the insights now.
+    fn etag(&self) -> String {
+        self.data.insights.lock().unwrap().etag()
     }
 
     fn insights_calls(&self) -> usize {
@@ -367,7 +395,7 @@ async fn breaker_opens_on_insights_body(body: &'static str) -> bool {
     let config = Config::for_tests(format!("http://{addr}").parse().unwrap());
     let agent = Arc::new(AppState::new(&config).unwrap());
     for _ in 0..config.data.data_breaker_threshold {
-        let answer = agent.data().user_insights("u1", 10, &[], 10, &shared::obs::TraceHeaders::default()).await;
+        let answer = agent.data().user_insights("u1", 10, &[], 10, None, &shared::obs::TraceHeaders::default()).await;
         assert!(matches!(answer, Err(recommendation::DataError::DataBadBody(_))), "{answer:?}");
     }
     agent.data().reachability().circuit.state == recommendation::breaker::CircuitState::Open
@@ -389,4 +417,87 @@ async fn dot_user_ids_are_refused_as_they_cannot_be_a_path_segment() {
         assert_eq!(body["detail"][0]["loc"], json!(["query", "user"]));
     }
     assert_eq!(mesh.insights_calls(), 0);
+}
+
+#[tokio::test]
+async fn by_default_a_cached_prediction_is_served_after_a_304_and_a_change_shows_at_once() {
+    let mesh = Mesh::start().await;
+    for model in ModelName::ALL {
+        let agent = mesh.agent(model);
+        let user = format!("u1{}", model.as_str());
+        let query = format!("user={user}&limit=5");
+        let first = recommend(&agent, &query).await;
+        let tag = mesh.etag();
+        assert_eq!(mesh.conditions(), [(None, StatusCode::OK)], "{model}: nothing cached yet, a plain call");
+        assert_eq!(recommend(&agent, &query).await["items"], first["items"], "{model}");
+        assert_eq!(mesh.conditions(), [(Some(tag.clone()), StatusCode::NOT_MODIFIED)], "{model}: revalidated");
+
+        // What `POST /interactions` does on data: the next recommendation follows it, with no stale prediction.
+        let top = ids(&first)[0].clone();
+        mesh.interact(&user, &top);
+        let after = recommend(&agent, &query).await;
+        assert!(!ids(&after).contains(&top), "{model}: the new interaction shows: {after}");
+        assert_eq!(mesh.conditions(), [(Some(tag), StatusCode::OK)], "{model}: the old tag no longer matches");
+        assert_eq!(recommend(&agent, &query).await["items"], after["items"]);
+        assert_eq!(mesh.conditions(), [(Some(mesh.etag()), StatusCode::NOT_MODIFIED)], "{model}: the new tag kept");
+    }
+}
+
+#[tokio::test]
+async fn without_revalidation_a_cached_prediction_is_served_without_asking_data() {
+    let mesh = Mesh::start().await;
+    let mut config = mesh.config(ModelName::V2);
+    config.model.prediction_revalidate = Some(false);
+    let agent = Arc::new(AppState::new(&config).unwrap());
+    let first = recommend(&agent, "user=u9&limit=5").await;
+    assert_eq!(recommend(&agent, "user=u9&limit=5").await["items"], first["items"]);
+    assert_eq!(mesh.conditions(), [(None, StatusCode::OK)], "the default TTL caches it; the hit calls nobody");
+}
+
+#[tokio::test]
+async fn an_answer_without_an_etag_is_not_cached_when_revalidating() {
+    let mesh = Mesh::start().await;
+    mesh.data.untagged.store(true, Ordering::SeqCst);
+    let agent = mesh.agent(ModelName::V1);
+    for _ in 0..2 {
+        recommend(&agent, "user=u10&limit=5").await;
+    }
+    assert_eq!(mesh.conditions(), [(None, StatusCode::OK), (None, StatusCode::OK)], "nothing to revalidate with");
+    let mut config = mesh.config(ModelName::V1);
+    config.model.prediction_revalidate = Some(false);
+    let agent = Arc::new(AppState::new(&config).unwrap());
+    for _ in 0..2 {
+        recommend(&agent, "user=u10&limit=5").await;
+    }
+    assert_eq!(mesh.conditions(), [(None, StatusCode::OK)], "without revalidation the TTL bounds it: cached");
+}
+
+#[tokio::test]
+async fn a_304_is_a_success_for_the_breaker_and_retries_and_only_answers_a_conditional_call() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let app = Router::new().route(
+        "/insights/users/{user}",
+        get(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async { (StatusCode::NOT_MODIFIED, [("etag", "\"t\"")]) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let config = Config::for_tests(format!("http://{addr}").parse().unwrap());
+    let agent = Arc::new(AppState::new(&config).unwrap());
+    let trace = shared::obs::TraceHeaders::default();
+    let rounds = config.data.data_breaker_threshold as usize + 1;
+    for _ in 0..rounds {
+        let answer = agent.data().user_insights("u1", 10, &[], 10, Some("\"t\""), &trace).await;
+        assert_eq!(answer.unwrap(), recommendation::InsightsAnswer::NotModified);
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), rounds, "never retried");
+    let reachability = agent.data().reachability();
+    assert_eq!(reachability.last_outcome, Some("ok"));
+    assert_eq!(reachability.circuit.state, recommendation::breaker::CircuitState::Closed);
+    let unasked = agent.data().user_insights("u1", 10, &[], 10, None, &trace).await;
+    assert!(matches!(unasked, Err(recommendation::DataError::DataBadStatus(StatusCode::NOT_MODIFIED))), "{unasked:?}");
 }

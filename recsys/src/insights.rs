@@ -22,6 +22,7 @@ use std::{
 use crate::{
     catalog::{Catalog, CategoryIdx, ItemIdx},
     dataset::{DataSet, Limits, UserIdx, Users},
+    fingerprint,
     topk::{Ranked, SpaceSaving, TopK},
     validate::{self, FieldError},
     wire::{
@@ -209,6 +210,8 @@ pub struct Insights {
     co_occurrence: SpaceSaving,
     interactions: u64,
     version: u64,
+    /// The content fingerprint ([`crate::fingerprint`]): of the data set built from, chained with each batch.
+    fingerprint: u64,
 }
 
 impl Insights {
@@ -227,6 +230,7 @@ impl Insights {
             co_occurrence: SpaceSaving::new(items, CO_OCCURRENCE_COUNTERS),
             interactions: 0,
             version: 0,
+            fingerprint: fingerprint::Fnv1a::default().finish(),
             catalog,
         }
     }
@@ -241,6 +245,7 @@ impl Insights {
                 .get_or_insert_with(|| insights.users.intern(dataset.users().id(interaction.user)));
             insights.record(user, interaction.item, f64::from(interaction.weight), interaction.time);
         }
+        insights.fingerprint = fingerprint::of_dataset(dataset);
         insights
     }
 
@@ -262,6 +267,19 @@ impl Insights {
     /// Changes with every applied batch (0 right after [`Insights::build`]).
     pub fn version(&self) -> u64 {
         self.version
+    }
+
+    /// The content fingerprint: equal for insights built from the same data set with the same batches applied
+    /// since, and (but for a 64-bit hash collision) different otherwise. See [`crate::fingerprint`].
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
+
+    /// The strong HTTP entity tag of every answer computed from these insights, `"<fingerprint>-<version>"`
+    /// (16 hex digits): it changes whenever an answer could, unlike the version alone (which restarts at 0 in a
+    /// restarted process and repeats across replicas that applied different batches).
+    pub fn etag(&self) -> String {
+        format!("\"{:016x}-{}\"", self.fingerprint, self.version)
     }
 
     /// Applies a batch of new interactions, all or nothing: every row is checked first and the first problem
@@ -302,6 +320,8 @@ impl Insights {
             let user = self.users.intern(user);
             self.record(user, item, weight, time);
         }
+        let applied = rows.iter().map(|&(user, item, weight, time)| (user, &*self.catalog.item(item).id, weight, time));
+        self.fingerprint = fingerprint::chain(self.fingerprint, applied);
         self.version += 1;
         Ok(Applied { version: self.version, interactions: rows.len(), new_users: new_users.len() })
     }
@@ -598,7 +618,10 @@ mod tests {
             start = end;
         }
         assert!(incremental.version() > 1);
+        // Batch boundaries are part of the fingerprint (it chains batches); the content is what must be equal.
+        assert_ne!(incremental.fingerprint, built.fingerprint);
         incremental.version = built.version;
+        incremental.fingerprint = built.fingerprint;
         assert_eq!(incremental, built);
     }
 

@@ -134,6 +134,7 @@
 pub mod catalog;
 pub mod dataset;
 pub mod eval;
+pub mod fingerprint;
 pub mod generate;
 pub mod insights;
 pub mod load;

@@ -130,7 +130,8 @@ data_port=$(free_port)
 reco_port=$(free_port)
 env -i "PATH=$PATH" PORT="$data_port" BIND_ADDR=127.0.0.1 "${CARGO_TARGET_DIR:-target}/debug/data" >"$tmp/data.log" 2>&1 &
 pids+=($!)
-# PREDICTION_CACHE_TTL: the cache is off without a sidecar unless set, and the dashboard shows its hit ratio.
+# PREDICTION_CACHE_TTL (5m unless set; revalidated with data's 304 without a sidecar): the dashboard shows its hit
+# ratio.
 env -i "PATH=$PATH" PORT="$reco_port" BIND_ADDR=127.0.0.1 DATA_URL="http://127.0.0.1:$data_port" PREDICTION_CACHE_TTL=60s \
   "${CARGO_TARGET_DIR:-target}/debug/recommendation" >"$tmp/reco.log" 2>&1 &
 pids+=($!)

@@ -179,6 +179,12 @@ fn bench(file: Option<&Path>, requests: usize, limit: usize) -> Result {
     println!("load:    {}", seconds(load_time, cpu_start, cpu_loaded));
     println!("process: {}", seconds(build_time, cpu_loaded, cpu_built));
     println!("total:   {}", seconds(load_time + build_time, cpu_start, cpu_built));
+    // Part of `process` (Insights::build computes it), timed again on its own: the cost of the insights' ETag.
+    let started = Instant::now();
+    let fingerprint = recsys::fingerprint::of_dataset(&data);
+    let fingerprint_time = started.elapsed();
+    assert_eq!(fingerprint, insights.fingerprint(), "the fingerprint is a function of the data set");
+    println!("of which the content fingerprint: {:.1} ms", fingerprint_time.as_secs_f64() * 1e3);
     let categories: Vec<String> = data.catalog().categories().iter().take(2).cloned().collect();
     drop(data);
     match memory() {
