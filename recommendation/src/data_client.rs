@@ -14,7 +14,8 @@
 //!
 //! The insights call can be conditional ([`DataClient::user_insights`] with `if_none_match`): a 304 Not Modified
 //! is a successful answer like a 200 (for the breaker, the retry policy and the `ok` outcome of the call
-//! metrics) that carries no body, so it never touches the stale fallback, which keeps the last body received.
+//! metrics) that carries no body. The stale fallback keeps the last body received with its tag, and a 304 for
+//! that tag restarts its age: data just said it is current.
 //!
 //! Within an attempt, a call that went out on a pooled connection the data agent closed before answering anything
 //! (its keep-alive timer fired, or it is restarting and closed its idle connections) is sent again at once, up to
@@ -140,8 +141,13 @@ pub struct DataReachability {
 /// least recently used is forgotten, so a flood of user ids cannot grow the process.
 pub const STALE_MAX_ENTRIES: usize = 1024;
 
-/// A good answer's body and when it came.
-type LastGood = (Arc<[u8]>, Instant);
+/// A good answer's body, when it came (or was last confirmed current by a 304), and its `ETag`.
+#[derive(Debug)]
+struct LastGood {
+    body: Arc<[u8]>,
+    at: Instant,
+    etag: Option<String>,
+}
 
 /// The last good answer of each URL, as received (the body, decoded again when it is served), kept only when stale
 /// answers are allowed (`STALE_CACHE_TTL` > 0).
@@ -157,11 +163,27 @@ impl StaleCache {
         Self { ttl, last_good: Arc::new(Mutex::new(LruCache::new(capacity))) }
     }
 
-    fn store(&self, url: &Url, body: &[u8]) {
+    fn store(&self, url: &Url, body: &[u8], etag: Option<&str>) {
         if !self.ttl.is_zero()
             && let Ok(mut last_good) = self.last_good.lock()
         {
-            last_good.put(url.clone(), (Arc::from(body), Instant::now()));
+            let entry = LastGood { body: Arc::from(body), at: Instant::now(), etag: etag.map(str::to_owned) };
+            last_good.put(url.clone(), entry);
+        }
+    }
+
+    /// Data answered 304 to `If-None-Match: <etag>` at `url`: when the body kept for it carries that tag, it is as
+    /// current as a body received now, so its age starts again. Without this, a prediction served on 304s for
+    /// longer than the TTL would leave no stale answer for an outage, though data confirmed it moments before.
+    fn confirm(&self, url: &Url, etag: &HeaderValue) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        if let Ok(mut last_good) = self.last_good.lock()
+            && let Some(entry) = last_good.get_mut(url)
+            && entry.etag.as_deref().is_some_and(|kept| kept.as_bytes() == etag.as_bytes())
+        {
+            entry.at = Instant::now();
         }
     }
 
@@ -171,9 +193,9 @@ impl StaleCache {
             return None;
         }
         let mut last_good = self.last_good.lock().ok()?;
-        let (data, at) = last_good.get(url)?;
-        let age = at.elapsed();
-        (age <= self.ttl).then(|| (data.clone(), age))
+        let entry = last_good.get(url)?;
+        let age = entry.at.elapsed();
+        (age <= self.ttl).then(|| (entry.body.clone(), age))
     }
 }
 
@@ -350,10 +372,15 @@ impl DataClient {
         }
         match result {
             Ok(Answer::Decoded(data, body, etag)) => {
-                self.stale.store(url, &body);
+                self.stale.store(url, &body, etag.as_deref());
                 Ok(Fetched::Body(data, etag, None))
             }
-            Ok(Answer::NotModified) => Ok(Fetched::NotModified),
+            Ok(Answer::NotModified) => {
+                if let Some(etag) = if_none_match {
+                    self.stale.confirm(url, etag);
+                }
+                Ok(Fetched::NotModified)
+            }
             Ok(Answer::OtherShape(err)) => Err(DataError::DataBadBody(format!("not {what}: {err}"))),
             // A stored body was decoded as `T` when it came.
             Err(err) => match self.stale.get(url).and_then(|(body, age)| Some((decode(&body).ok()?, age))) {
@@ -594,7 +621,7 @@ mod tests {
     #[test]
     fn the_stale_cache_is_off_at_ttl_zero() {
         let off = StaleCache::new(Duration::ZERO);
-        off.store(&url("/data"), br#"{"processed_data":"some_insights"}"#);
+        off.store(&url("/data"), br#"{"processed_data":"some_insights"}"#, None);
         assert!(off.get(&url("/data")).is_none());
         assert!(off.last_good.lock().unwrap().is_empty(), "nothing is even kept");
     }
@@ -604,7 +631,7 @@ mod tests {
         let stale = StaleCache::new(Duration::from_secs(30));
         let data_url = url("/data");
         assert!(stale.get(&data_url).is_none(), "nothing cached before the first good answer");
-        stale.store(&data_url, br#"{"processed_data":"some_insights"}"#);
+        stale.store(&data_url, br#"{"processed_data":"some_insights"}"#, None);
         let (data, age) = stale.get(&data_url).expect("within the TTL");
         assert_eq!(&data[..], br#"{"processed_data":"some_insights"}"#);
         assert_eq!(age, Duration::ZERO, "the paused clock has not moved");
@@ -613,5 +640,24 @@ mod tests {
         assert_eq!(stale.get(&data_url).expect("at the TTL exactly").1, Duration::from_secs(30));
         tokio::time::advance(Duration::from_millis(1)).await;
         assert!(stale.get(&data_url).is_none(), "older than the TTL");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_304_for_the_kept_tag_makes_the_kept_body_current_again() {
+        let stale = StaleCache::new(Duration::from_secs(30));
+        let insights = url("/insights/users/u1");
+        stale.store(&insights, b"{}", Some("\"abc-1\""));
+        tokio::time::advance(Duration::from_secs(25)).await;
+        stale.confirm(&insights, &HeaderValue::from_static("\"other-2\""));
+        assert_eq!(stale.get(&insights).unwrap().1, Duration::from_secs(25), "another tag confirms nothing");
+        stale.confirm(&insights, &HeaderValue::from_static("\"abc-1\""));
+        assert_eq!(stale.get(&insights).unwrap().1, Duration::ZERO, "confirmed by data just now");
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert!(stale.get(&insights).is_some(), "within the TTL of the confirmation");
+        let untagged = url("/data");
+        stale.store(&untagged, b"{}", None);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        stale.confirm(&untagged, &HeaderValue::from_static("\"abc-1\""));
+        assert_eq!(stale.get(&untagged).unwrap().1, Duration::from_secs(10), "an untagged body is never confirmed");
     }
 }
