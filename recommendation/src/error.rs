@@ -1,6 +1,6 @@
 //! Every way `/recommend` can fail, with its status and FastAPI-shaped body: [`DataError`] for the call to the data
 //! agent (what the retry policy and the circuit breaker classify), [`ApiError`] for the request as a whole (its
-//! parameters, the data call, the user's state).
+//! parameters, the data call, the user's state); and [`DataClientError`], why the data client could not be built.
 //!
 //! 5xx bodies say what happened in terms the caller can act on; the cause (addresses, upstream bodies, library
 //! errors) goes to the log, inside the request span, never to the caller.
@@ -42,18 +42,26 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Why the data client could not be built (the agent then does not start).
+#[derive(Debug, thiserror::Error)]
+pub enum DataClientError {
+    /// The platform's certificate verifier, which checks an https DATA_URL's certificate, could not be set up.
+    #[error("could not set up TLS certificate verification for the data call")]
+    Tls(#[source] rustls::Error),
+}
+
 /// Failure of the call to the data agent.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     /// 503: the data agent (or its Dapr sidecar) could not be reached: refused, unresolvable, or connect timeout.
     #[error("data agent unreachable")]
-    DataUnreachable(#[source] reqwest::Error),
+    DataUnreachable(#[source] hyper_util::client::legacy::Error),
 
     /// 503: the data agent (or its sidecar) closed the connection the call went out on before answering anything,
     /// on every try (a connection closed under a request is normal when a server restarts or its keep-alive timer
     /// fires, so the call is first sent again at once).
     #[error("data agent closed the connection before answering")]
-    DataConnectionClosed(#[source] reqwest::Error),
+    DataConnectionClosed(#[source] hyper_util::client::legacy::Error),
 
     /// 503: the Dapr sidecar answered that it could not invoke data (`ERR_DIRECT_INVOKE*`).
     #[error("Dapr sidecar could not invoke the data agent ({0})")]
@@ -85,14 +93,14 @@ pub enum DataError {
     #[error("data agent refused the call with {status}; {hint}")]
     DataRefused {
         /// 401 or 403.
-        status: reqwest::StatusCode,
+        status: StatusCode,
         /// What to check, for the log.
         hint: &'static str,
     },
 
     /// 502: the data agent answered with a non-2xx status.
     #[error("data agent answered with status {0}")]
-    DataBadStatus(reqwest::StatusCode),
+    DataBadStatus(StatusCode),
 
     /// 502: the data agent's answer broke off or was not a JSON document of acceptable size.
     #[error("data agent sent an invalid answer: {0}")]

@@ -43,7 +43,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use cache::DataCache;
 pub use config::Config;
 pub use data_client::{DataAnswer, DataClient, InsightsAnswer};
-pub use error::{ApiError, DataError};
+pub use error::{ApiError, DataClientError, DataError};
 use events::{EventCounts, Events, Subscription};
 use predictions::Predictions;
 use recsys::{ModelName, Recommendation};
@@ -164,11 +164,11 @@ impl Agent for AppState {
     const ABOUT: &'static str = "The recommendation agent: GET /recommend builds a recommendation on the data agent's answer. \
         `recommendation eval --help`: compare the models offline.";
     type Config = Config;
-    type Error = reqwest::Error;
+    type Error = DataClientError;
     type ApiDoc = ApiDoc;
 
     /// Builds the state (including the pooled data client) from settings.
-    fn new(config: &Config) -> Result<Self, reqwest::Error> {
+    fn new(config: &Config) -> Result<Self, DataClientError> {
         let core = Core::new(config);
         let sidecar = core.sidecar().cloned();
         let sidecar_headers = sidecar.as_ref().map(Sidecar::auth_headers).unwrap_or_default();

@@ -74,7 +74,7 @@ pub fn fits_before(deadline: Instant, backoff: Duration) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use reqwest::StatusCode;
+    use axum::http::StatusCode;
 
     use super::*;
     use crate::config::Config;

@@ -1,12 +1,14 @@
 //! Both agents on loopback, with the real data agent or stand-ins that fail the way real upstreams do.
 
 use std::{
+    convert::Infallible,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use agent_tests::{B3_CONTEXT, StandIn, bind, client, spawn_data, spawn_data_on, spawn_recommendation};
-use axum::{Router, extract::Path, http::StatusCode, routing::get};
+use axum::{Router, body::Bytes, extract::Path, http::StatusCode, routing::get};
+use http_body_util::channel::Channel;
 use recommendation::config::{Config, DataModeSetting};
 use serde_json::{Value, json};
 use shared::http::DrainOutcome;
@@ -311,6 +313,68 @@ async fn data_redirecting_is_a_bad_answer_not_followed() {
         recommendation_status_with_data(redirecting).await,
         (StatusCode::BAD_GATEWAY, json!({"detail": INVALID_ANSWER}))
     );
+}
+
+#[tokio::test]
+async fn data_streaming_a_body_over_the_limit_without_content_length_gives_502() {
+    // Valid JSON in all, so only its size can refuse it; sent in chunks from a body of unknown length, so the answer
+    // is chunked and carries no Content-Length: only the limit checked while reading catches it.
+    let huge = format!("[{}0]", "0,".repeat(recommendation::data_client::MAX_DATA_BODY_BYTES / 2));
+    let streamed = Router::new().route(
+        "/data",
+        get(move || {
+            let huge = Bytes::from(huge.clone());
+            async move {
+                let (mut tx, body) = Channel::<Bytes, Infallible>::new(1);
+                tokio::spawn(async move {
+                    for start in (0..huge.len()).step_by(64 * 1024) {
+                        let end = (start + 64 * 1024).min(huge.len());
+                        if tx.send_data(huge.slice(start..end)).await.is_err() {
+                            break; // the reader stopped reading
+                        }
+                    }
+                });
+                axum::body::Body::new(body)
+            }
+        }),
+    );
+    assert_eq!(
+        recommendation_status_with_data(streamed).await,
+        (StatusCode::BAD_GATEWAY, json!({"detail": INVALID_ANSWER}))
+    );
+}
+
+#[tokio::test]
+async fn data_is_called_as_the_recommendation_agent_asking_for_json() {
+    let (upstream, mut rx) = StandIn::recording_data().await;
+    let reco = spawn_recommendation(direct_to(upstream.base_url())).await;
+    assert_eq!(client().get(reco.url("/recommend")).send().await.unwrap().status(), StatusCode::OK);
+    let received = rx.recv().await.unwrap();
+    assert_eq!(received["user-agent"], concat!("recommendation-agent/", env!("CARGO_PKG_VERSION")));
+    assert_eq!(received["accept"], "application/json");
+    assert_eq!(received["host"], upstream.addr.to_string().as_str());
+}
+
+#[tokio::test]
+async fn an_https_data_url_whose_handshake_stalls_is_unreachable_at_the_connect_timeout() {
+    // The kernel completes the TCP connect into the backlog; nobody ever answers the TLS ClientHello.
+    let silent = bind(None).await;
+    let mut config = direct_to(format!("https://{}/", silent.local_addr().unwrap()).parse().unwrap());
+    config.data.data_connect_timeout = Duration::from_millis(200);
+    config.data.data_retries = 0;
+    let reco = spawn_recommendation(config).await;
+
+    let started = Instant::now();
+    let response = client().get(reco.url("/recommend")).send().await.unwrap();
+    let elapsed = started.elapsed();
+
+    // Past the connect timeout, well before the 2 s data timeout: the handshake counts as connecting.
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(elapsed >= Duration::from_millis(200) && elapsed < Duration::from_secs(1), "503 after {elapsed:?}");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body, json!({"detail": "The data agent is unreachable; try again shortly."}));
+    let ready: Value = client().get(reco.url("/readyz")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(ready["checks"]["data"]["last_outcome"], "unreachable");
 }
 
 async fn recommendation_via_sidecar_answering(status: StatusCode, body: Value) -> (StatusCode, Value) {

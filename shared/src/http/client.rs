@@ -1,5 +1,5 @@
-//! The outbound HTTP client builder everything here uses: the recommendation agent's data client, the Dapr sidecar
-//! client, the `healthcheck` subcommand.
+//! The outbound reqwest client builder: the Dapr sidecar client, the `healthcheck` subcommand and the tests use it.
+//! (The recommendation agent's data call uses hyper-util's client directly, with the same TLS: see its `data_client`.)
 
 /// A reqwest builder with rustls on the `ring` provider.
 ///
