@@ -15,7 +15,7 @@
 
 use std::{
     num::NonZeroUsize,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
 
@@ -23,6 +23,7 @@ use axum::{
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
+use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
 use lru::LruCache;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -91,15 +92,6 @@ impl Preferences {
             max_results: max_results.unwrap_or(defaults.max_results),
         })
     }
-}
-
-/// What is kept per user besides preferences.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct History {
-    /// Recommendations served to this user while the entry lived.
-    pub recommendations_served: u64,
-    /// The last recommendation served.
-    pub last: Value,
 }
 
 /// Why a state operation failed.
@@ -258,23 +250,51 @@ impl Backend {
         key: &str,
         ttl: Option<Duration>,
         retries: u32,
-        mut change: impl FnMut(Option<Value>) -> Value,
+        change: impl FnMut(Option<Value>) -> Value,
     ) -> Result<Value, StateError> {
-        for attempt in 0..=retries {
-            let current = self.get(key).await.map_err(StateError::Unavailable)?;
+        // Each attempt needs `change` only while it runs, never across an await; a Mutex (not a RefCell) keeps the
+        // request's future `Send`.
+        let change = Mutex::new(change);
+        let attempt = || async {
+            let current = self.get(key).await.map_err(|err| Attempt::Failed(StateError::Unavailable(err)))?;
             let etag = current.as_ref().and_then(|c| c.etag.clone());
-            let next = change(current.map(|c| c.value));
+            let next = (change.lock().unwrap_or_else(PoisonError::into_inner))(current.map(|c| c.value));
             match self.save(key, &next, etag.as_deref(), ttl).await {
-                Ok(()) => return Ok(next),
-                Err(SidecarError::Conflict) => {
-                    tracing::debug!(key, attempt, "state write conflicted; retrying");
-                    tokio::time::sleep(backoff(attempt + 1)).await;
-                }
-                Err(err) => return Err(StateError::Unavailable(err)),
+                Ok(()) => Ok(next),
+                Err(SidecarError::Conflict) => Err(Attempt::Conflict),
+                Err(err) => Err(Attempt::Failed(StateError::Unavailable(err))),
             }
-        }
-        Err(StateError::Contention(retries + 1))
+        };
+        attempt
+            .retry(conflict_backoff(retries))
+            .when(|failed| matches!(failed, Attempt::Conflict))
+            .notify(|_, wait| {
+                tracing::debug!(key, wait_us = wait.as_micros() as u64, "state write conflicted; retrying")
+            })
+            .await
+            .map_err(|failed| match failed {
+                Attempt::Conflict => StateError::Contention(retries + 1),
+                Attempt::Failed(err) => err,
+            })
     }
+}
+
+/// How one attempt of [`Backend::update`] failed: lost to a concurrent write (retried), or otherwise (not).
+enum Attempt {
+    Conflict,
+    Failed(StateError),
+}
+
+/// The pauses before retrying a conflicting write: 5 ms doubling up to 50 ms, each with up to as much again of
+/// random jitter, so that writers that collided do not collide again in lockstep.
+fn conflict_backoff(retries: u32) -> impl backon::Backoff {
+    ExponentialBuilder::new()
+        .with_min_delay(Duration::from_millis(5))
+        .with_max_delay(Duration::from_millis(50))
+        .with_factor(2.0)
+        .with_jitter()
+        .with_max_times(retries as usize)
+        .build()
 }
 
 /// User state with its settings.
@@ -291,15 +311,6 @@ fn preferences_key(user: &str) -> String {
 
 fn history_key(user: &str) -> String {
     format!("history-{user}")
-}
-
-/// A short pause before retrying a conflicting write, growing per attempt and spread by the clock's
-/// nanoseconds so that writers that collided do not collide again in lockstep.
-fn backoff(attempt: u32) -> Duration {
-    let spread = u64::from(
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos() % 10,
-    );
-    Duration::from_millis(u64::from(attempt.min(10)) * 5 + spread)
 }
 
 impl UserState {
@@ -363,18 +374,19 @@ impl UserState {
         Ok(stored.filter(|item| item.value == value).and_then(|item| item.etag))
     }
 
-    /// Records `recommendation` as the user's last one (kept for the TTL) and returns how many were served.
+    /// Records `recommendation` as the user's last one (kept for the TTL) and returns how many were served: the
+    /// entry `history-<user>` is `{"recommendations_served": <n>, "last": <recommendation>}`.
     pub async fn record(&self, user: &str, recommendation: &Value) -> Result<u64, StateError> {
-        let written = self
-            .update(&history_key(user), Some(self.ttl), |current| {
-                let served = current
-                    .and_then(|v| serde_json::from_value::<History>(v).ok())
-                    .map_or(0, |h| h.recommendations_served);
-                serde_json::to_value(History { recommendations_served: served + 1, last: recommendation.clone() })
-                    .expect("history is plain JSON")
-            })
-            .await?;
-        Ok(serde_json::from_value::<History>(written).map_or(0, |h| h.recommendations_served))
+        let mut served = 0;
+        self.update(&history_key(user), Some(self.ttl), |current| {
+            // Only the count is read: the last answer stored beside it is replaced whole, so decoding it (a copy of
+            // the whole tree, on every personal request) would be wasted.
+            let before = current.as_ref().and_then(|v| v.get("recommendations_served")).and_then(Value::as_u64);
+            served = before.unwrap_or(0) + 1;
+            json!({ "recommendations_served": served, "last": recommendation })
+        })
+        .await?;
+        Ok(served)
     }
 }
 
@@ -427,6 +439,38 @@ mod tests {
         }
         counts.sort_unstable();
         assert_eq!(counts, (1..=20).collect::<Vec<_>>());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_that_loses_is_read_again_and_retried_and_past_the_retries_is_contention() {
+        let backend = Backend::memory();
+        let Backend::Memory(memory) = &backend else { unreachable!() };
+        memory.save("k", &json!(0), None, None).unwrap();
+        // Another writer gets in between this update's read and its write, `interfere` times.
+        let update = |interfere: u32, retries: u32| {
+            let (backend, memory) = (backend.clone(), memory.clone());
+            async move {
+                let mut calls = 0;
+                let result = backend
+                    .update("k", None, retries, |current| {
+                        calls += 1;
+                        if calls <= interfere {
+                            let seen = memory.get("k").unwrap();
+                            memory.save("k", &json!(-1), seen.etag.as_deref(), None).unwrap();
+                        }
+                        json!(current.and_then(|v| v.as_i64()).unwrap_or(0) + 1)
+                    })
+                    .await;
+                (result, calls)
+            }
+        };
+        let (result, calls) = update(2, 3).await;
+        assert_eq!(result.unwrap(), json!(0), "the third read saw the other writer's -1");
+        assert_eq!(calls, 3);
+        assert_eq!(memory.get("k").unwrap().value, json!(0));
+        let (result, calls) = update(5, 2).await;
+        assert!(matches!(result, Err(StateError::Contention(3))), "{result:?}");
+        assert_eq!(calls, 3, "one attempt and two retries");
     }
 
     #[tokio::test]
