@@ -3,10 +3,6 @@
 
 use std::process::ExitCode;
 
-/// mimalloc instead of the C library's allocator, as in the data agent (see `data/src/main.rs` for why).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     recommendation::eval::main_if_asked().unwrap_or_else(shared::agent::main::<recommendation::AppState>)
 }
