@@ -372,7 +372,9 @@ impl DataClient {
         match self.fetch_tagged(url, what, None, trace).await? {
             Fetched::Body(data, _, stale_age) => Ok((data, stale_age)),
             // Without `If-None-Match` a 304 is a status like any other that is not a success.
-            Fetched::NotModified => unreachable!("a 304 is taken as an answer to a conditional call only"),
+            // `fetch_once` takes a 304 as an answer only to a conditional call, which this is not; were that ever to
+            // change, a 304 here is a status this call cannot use, not a reason to stop the process.
+            Fetched::NotModified => Err(DataError::DataBadStatus(StatusCode::NOT_MODIFIED)),
         }
     }
 

@@ -19,7 +19,7 @@ use shared::obs::TraceHeaders;
 use tokio::time::Instant;
 
 use crate::{
-    ApiError, AppState, InsightsAnswer,
+    ApiError, AppState, DataError, InsightsAnswer,
     predictions::{Hit, PredictionKey},
 };
 
@@ -99,8 +99,11 @@ async fn cached_or_computed(
             tracing::debug!(user, %model, etag, "prediction revalidated by data, served from the cache");
             return Ok(Prediction { items, stale_age: None });
         }
+        // The data client answers NotModified only to a conditional call; should that ever break, a 304 without a
+        // prediction to serve is a status this call cannot use (502), not a reason to stop the process.
         (Ok(InsightsAnswer::NotModified), None) => {
-            unreachable!("the data client takes a 304 as the answer to a conditional call only")
+            count("miss");
+            return Err(DataError::DataBadStatus(axum::http::StatusCode::NOT_MODIFIED).into());
         }
         (Ok(InsightsAnswer::Modified { insights, etag, stale_age }), _) => (insights, etag, stale_age),
         (Err(err), _) => {

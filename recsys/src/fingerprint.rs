@@ -5,7 +5,13 @@
 //! predictions with (`If-None-Match`). A version counter alone cannot be that tag: a data agent restarted on
 //! another `DATA_FILE` starts at version 0 again, and two replicas that applied different batches both reach
 //! version 1. The fingerprint tells those apart, and is equal for two processes that loaded the same data and
-//! applied the same batches in the same order, so replicas behind one Service share tags.
+//! applied the same batches in the same order (replicas started on the same data share tags until a batch reaches
+//! one of them; rows without a time get each process's clock, so even the same batch applied twice differs).
+//!
+//! The data alone does not decide the insights: the code that turns it into them does too (how many candidates,
+//! how co-occurrence is scored, the wire shape). So the hash starts from [`INSIGHTS_CODE`], which names this crate's
+//! version and the insights' format: a rolling update to a data agent that computes insights differently changes
+//! every tag, so no prediction computed from the old insights is confirmed by the new agent's 304.
 //!
 //! FNV-1a because it is fixed by its definition: every build, process and platform computes the same value (the
 //! standard library's hasher is randomly keyed and may change between releases). It is not collision resistant
@@ -62,10 +68,15 @@ impl Fnv1a {
     }
 }
 
-/// The fingerprint of a data set: its catalog (every field of every item, in catalog order), its users (in index
-/// order) and its interactions (in their order).
+/// What the fingerprint starts from: the code that computes insights. Bump the format whenever a change to
+/// `crate::insights` or the wire types changes an answer for the same data without changing the crate's version.
+pub const INSIGHTS_CODE: &str = concat!("recsys ", env!("CARGO_PKG_VERSION"), ", insights format 1");
+
+/// The fingerprint of a data set: [`INSIGHTS_CODE`], then its catalog (every field of every item, in catalog order),
+/// its users (in index order) and its interactions (in their order).
 pub fn of_dataset(dataset: &DataSet) -> u64 {
     let mut hash = Fnv1a::default();
+    hash.str(INSIGHTS_CODE);
     let items = dataset.catalog().items();
     hash.u64(items.len() as u64);
     for item in items {
@@ -136,5 +147,33 @@ mod tests {
         assert_ne!(chain(start, a.into_iter()), chain(start, [("u1", "i1", 1.0, 6)].into_iter()), "the time counts");
         assert_ne!(chain(start, a.into_iter()), chain(start, [("u1", "i1", 2.0, 5)].into_iter()), "the weight counts");
         assert_eq!(chain(start, a.into_iter()), chain(start, a.into_iter()));
+    }
+
+    #[test]
+    fn every_part_of_the_data_set_counts() {
+        let limits = crate::Limits::default();
+        let read = |lines: &[String]| crate::load::read(lines.join("\n").as_bytes(), "test", &limits).unwrap();
+        let mut text = Vec::new();
+        crate::load::write(&crate::default_dataset(), &mut text).unwrap();
+        let lines: Vec<String> = String::from_utf8(text).unwrap().lines().map(str::to_owned).collect();
+        let fingerprint = of_dataset(&read(&lines));
+        assert_eq!(fingerprint, of_dataset(&read(&lines)), "the same data, the same fingerprint");
+
+        // One record changed: `edit` applied to the first line whose object has `field`.
+        let changed = |field: &str, edit: &dyn Fn(&mut serde_json::Value)| {
+            let mut lines = lines.clone();
+            let line = lines.iter_mut().find(|line| line.contains(&format!("\"{field}\""))).unwrap();
+            let mut record: serde_json::Value = serde_json::from_str(line).unwrap();
+            edit(&mut record[field]);
+            *line = record.to_string();
+            of_dataset(&read(&lines))
+        };
+        let title = changed("title", &|v| *v = format!("{}!", v.as_str().unwrap()).into());
+        let weight = changed("weight", &|v| *v = (v.as_f64().unwrap() + 1.0).into());
+        let time = changed("time", &|v| *v = (v.as_u64().unwrap() + 1).into());
+        let fewer = of_dataset(&read(&lines[..lines.len() - 1]));
+        for (what, other) in [("a title", title), ("a weight", weight), ("a time", time), ("an interaction", fewer)] {
+            assert_ne!(other, fingerprint, "{what} changed, the fingerprint did not");
+        }
     }
 }
